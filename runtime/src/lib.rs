@@ -1,40 +1,44 @@
-//! Runtime of sqlx-atomic (stub, being written).
+//! The runtime of [sqlx-atomic](https://docs.rs/sqlx-atomic): the transaction state machine, the
+//! per-task context, the alias registry, the hook registry and the executor.
+//!
+//! Use it through the `sqlx-atomic` crate, which re-exports everything here together with the
+//! `#[atomic]` attribute.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
-use std::future::Future;
+mod backend;
+mod block;
+mod config;
+mod context;
+mod control;
+mod error;
+mod executor;
+mod hooks;
+mod state;
 
-/// Error of sqlx-atomic.
-#[derive(Debug)]
-pub struct Error;
-
-/// A result type an atomic block may return.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a `Result<T, E>` whose error type `E` implements `From<sqlx_atomic::Error>`",
-    label = "an #[atomic] function must return `Result<T, E>` with `E: From<sqlx_atomic::Error>`",
-    note = "add `impl From<sqlx_atomic::Error> for YourError`, or return `Result<T, sqlx_atomic::Error>`"
-)]
-pub trait AtomicResult {}
-impl<T, E: From<Error>> AtomicResult for Result<T, E> {}
-
-/// Block builder.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Atomic;
-impl Atomic {
-    /// New.
-    pub fn new() -> Self { Atomic }
-    /// Alias.
-    pub fn using(self, _alias: &str) -> Self { self }
-    /// Savepoint.
-    pub fn savepoint(self, _b: bool) -> Self { self }
-    /// Durable.
-    pub fn durable(self, _b: bool) -> Self { self }
-    /// Run.
-    pub async fn run<F, R>(self, fut: F) -> R where F: Future<Output = R>, R: AtomicResult { fut.await }
-}
+pub use backend::Backend;
+pub use block::{Atomic, AtomicResult};
+pub use config::{Database, Databases, atomic_requests, installed_aliases, is_installed, pool};
+pub use context::RecordedStatement;
+pub use control::{
+    Alias, SavepointId, Scope, clean_savepoints, commit, get_autocommit, get_rollback, rollback,
+    savepoint, savepoint_commit, savepoint_rollback, scope, set_autocommit, set_rollback, using,
+};
+pub use error::{BoxError, Error, ErrorKind};
+pub use executor::Handle;
+#[cfg(feature = "mysql")]
+pub use executor::mysql;
+#[cfg(feature = "postgres")]
+pub use executor::postgres;
+#[cfg(feature = "sqlite")]
+pub use executor::sqlite;
+pub use hooks::{AsyncHook, HookFn, HookResult, IntoHook, OnCommit, SyncHook, on_commit};
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::Atomic;
-    /// Compile-time check used by the macros.
+    pub use crate::block::Atomic;
+
+    /// Compile-time check used by `#[atomic]`: the function's return type must be an
+    /// [`AtomicResult`](crate::AtomicResult).
     pub fn assert_atomic_result<R: crate::AtomicResult>() {}
 }

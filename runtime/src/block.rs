@@ -1,0 +1,304 @@
+//! The block runner: runs a future as an atomic block, on every exit path.
+
+use std::borrow::Cow;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+
+use crate::config::lookup;
+use crate::context::{AliasCtx, Context, Frame};
+use crate::error::{Error, ErrorKind};
+use crate::hooks::run_hooks;
+use crate::state::{BlockOpts, Control, Outcome};
+
+/// A result type an atomic block may return: `Result<T, E>` with `E: From<sqlx_atomic::Error>`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `Result<T, E>` whose error type `E` implements `From<sqlx_atomic::Error>`",
+    label = "an atomic block must return `Result<T, E>` with `E: From<sqlx_atomic::Error>`",
+    note = "add `impl From<sqlx_atomic::Error> for YourError`, or return `Result<T, sqlx_atomic::Error>`"
+)]
+pub trait AtomicResult: Sized {
+    #[doc(hidden)]
+    fn __is_ok(&self) -> bool;
+    #[doc(hidden)]
+    fn __from_error(e: Error) -> Self;
+}
+
+impl<T, E: From<Error>> AtomicResult for Result<T, E> {
+    fn __is_ok(&self) -> bool {
+        self.is_ok()
+    }
+    fn __from_error(e: Error) -> Self {
+        Err(E::from(e))
+    }
+}
+
+/// An atomic block: the function form of `#[atomic]` (Django's `with transaction.atomic(...)`).
+///
+/// The outermost block on an alias runs in a transaction; a nested one in a savepoint (unless
+/// `savepoint(false)`). `Ok` commits or releases; `Err`, a panic, `set_rollback(true)` or
+/// dropping the future rolls back. See SEMANTICS.md for the exact rules.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sqlx_atomic::Error> {
+/// # sqlx_atomic::Databases::new().add("default", sqlx_atomic::Database::connect_lazy("sqlite::memory:")?).install()?;
+/// use sqlx_atomic::{sqlite, Atomic, Error};
+/// let db = sqlite("default");
+/// Atomic::new()
+///     .run(async {
+///         sqlx::query("CREATE TABLE t (x INTEGER)").execute(&db).await?;
+///         sqlx::query("INSERT INTO t VALUES (1)").execute(&db).await?;
+///         // A nested block: a savepoint. Its failure undoes only its own work.
+///         let inner: Result<(), Error> = Atomic::new()
+///             .run(async {
+///                 sqlx::query("INSERT INTO t VALUES (2)").execute(&db).await?;
+///                 Err(Error::from(sqlx::Error::RowNotFound))
+///             })
+///             .await;
+///         assert!(inner.is_err());
+///         Ok::<_, Error>(())
+///     })
+///     .await?;
+/// let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t").fetch_one(&db).await?;
+/// assert_eq!(n, 1);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Atomic {
+    alias: Cow<'static, str>,
+    opts: BlockOpts,
+}
+
+impl Default for Atomic {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Atomic {
+    /// A block on alias `"default"`, with a savepoint when nested.
+    pub fn new() -> Self {
+        Atomic {
+            alias: Cow::Borrowed("default"),
+            opts: BlockOpts {
+                savepoint: true,
+                durable: false,
+                test: false,
+            },
+        }
+    }
+
+    /// The alias whose database the block manages.
+    pub fn using(mut self, alias: impl Into<Cow<'static, str>>) -> Self {
+        self.alias = alias.into();
+        self
+    }
+
+    /// `false`: when nested, make no savepoint; a failure then dooms the enclosing block.
+    pub fn savepoint(mut self, savepoint: bool) -> Self {
+        self.opts.savepoint = savepoint;
+        self
+    }
+
+    /// `true`: refuse to run nested inside another block of the alias (1.8).
+    pub fn durable(mut self, durable: bool) -> Self {
+        self.opts.durable = durable;
+        self
+    }
+
+    #[doc(hidden)]
+    pub fn __test_block(mut self) -> Self {
+        self.opts.test = true;
+        self
+    }
+
+    /// Runs `body` as the block and returns its result, after the commit or rollback.
+    pub async fn run<F, R>(self, body: F) -> R
+    where
+        F: Future<Output = R>,
+        R: AtomicResult,
+    {
+        match Frame::current() {
+            Some(frame) => self.run_in(frame, body).await,
+            None => {
+                let frame = Frame::root(Context::new(false));
+                frame.clone().scope(self.run_in(frame, body)).await
+            }
+        }
+    }
+
+    async fn run_in<F, R>(self, frame: Frame, body: F) -> R
+    where
+        F: Future<Output = R>,
+        R: AtomicResult,
+    {
+        let entry = match lookup(&self.alias) {
+            Ok(e) => e,
+            Err(e) => return R::__from_error(e),
+        };
+        let actx = frame.ctx.alias(entry);
+        let id = frame.ctx.next_block_id();
+        let depth = {
+            let mut st = actx.state();
+            if frame.innermost(entry.index) != st.top_block() {
+                return R::__from_error(actx.err(ErrorKind::ConcurrentBlocks));
+            }
+            if let Err(k) = st.enter(id, self.opts) {
+                return R::__from_error(actx.err(k));
+            }
+            st.depth()
+        };
+        tracing::trace!(target: "sqlx_atomic", alias = %entry.name, depth, "atomic block entered");
+        let mut guard = Armed {
+            actx: &actx,
+            id,
+            armed: true,
+        };
+        let outcome = frame
+            .child(entry.index, id)
+            .scope(AssertUnwindSafe(body).catch_unwind())
+            .await;
+        guard.armed = false;
+        exit(&actx, id, depth, outcome).await
+    }
+}
+
+/// Leaves the block in failure if its future is dropped before the body finished (7.1).
+struct Armed<'a> {
+    actx: &'a Arc<AliasCtx>,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let plan = {
+            let mut st = self.actx.state();
+            // Blocks opened inside this one whose own guards have not run yet go first.
+            while let Some(top) = st.top_block() {
+                if top == self.id {
+                    break;
+                }
+                let _ = st.exit(top, Outcome::Failed);
+            }
+            st.exit(self.id, Outcome::Failed)
+        };
+        tracing::debug!(target: "sqlx_atomic", alias = %self.actx.name(), "atomic block cancelled");
+        if let Ok(plan) = plan {
+            if plan.ends_transaction {
+                let rollback = plan.stmts.contains(&Control::Rollback);
+                self.actx.release_now(rollback, plan.close_connection);
+            }
+        }
+    }
+}
+
+/// Rolls back (without waiting) a transaction whose exit was cut short by cancellation.
+struct ExitGuard<'a> {
+    actx: &'a Arc<AliasCtx>,
+    armed: bool,
+}
+
+impl Drop for ExitGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.actx.release_now(true, false);
+        }
+    }
+}
+
+async fn exit<R: AtomicResult>(
+    actx: &Arc<AliasCtx>,
+    id: u64,
+    depth: usize,
+    outcome: Result<R, Box<dyn std::any::Any + Send>>,
+) -> R {
+    let body_ok = matches!(&outcome, Ok(r) if r.__is_ok());
+    let planned = actx
+        .state()
+        .exit(id, if body_ok { Outcome::Ok } else { Outcome::Failed });
+    let plan = match planned {
+        Ok(p) => p,
+        Err(k) => return resolve(outcome, Some(actx.err(k))),
+    };
+    let alias = actx.name().clone();
+    if !plan.ends_transaction {
+        tracing::trace!(target: "sqlx_atomic", alias = %alias, depth, ok = body_ok, "atomic block left");
+        return resolve(outcome, plan.error.map(|k| actx.err(k)));
+    }
+    let mut error = plan.error.map(|k| actx.err(k));
+    if !plan.stmts.is_empty() || plan.close_connection {
+        if actx.slot_streaming() {
+            actx.release_now(true, true);
+            return resolve(outcome, Some(actx.err(ErrorKind::StreamOutlivedBlock)));
+        }
+        let mut exit_guard = ExitGuard { actx, armed: true };
+        let mut lease = match actx.lease().await {
+            Ok(l) => l,
+            Err(e) => return resolve(outcome, Some(e)),
+        };
+        exit_guard.armed = false;
+        let mut close = plan.close_connection;
+        if lease.has_conn() {
+            if let Err(e) = lease.send(&plan.stmts).await {
+                if plan.stmts.contains(&Control::Commit) {
+                    // 1.7: the commit failed; roll back, or close the connection.
+                    if lease.send(&[Control::Rollback]).await.is_err() {
+                        close = true;
+                    }
+                    tracing::warn!(target: "sqlx_atomic", alias = %alias, error = %e, "COMMIT failed; rolled back");
+                    if let Some(mut conn) = lease.take_conn() {
+                        if close {
+                            conn.close_on_drop();
+                        }
+                    }
+                    return resolve(outcome, Some(e));
+                }
+                // 1.5: a failed rollback is logged and the connection closed.
+                tracing::error!(target: "sqlx_atomic", alias = %alias, error = %e, "ROLLBACK failed; closing the connection");
+                close = true;
+                if error.is_none() && body_ok && plan.stmts.contains(&Control::Commit) {
+                    error = Some(e);
+                }
+            }
+        }
+        if let Some(mut conn) = lease.take_conn() {
+            if close {
+                conn.close_on_drop();
+            }
+        }
+        drop(lease);
+    } else {
+        // Nothing to send (the block never queried); a connection may still be held if the
+        // block only prepared one.
+        actx.release_now(false, false);
+    }
+    tracing::debug!(target: "sqlx_atomic", alias = %alias, committed = !plan.hooks.is_empty() || (body_ok && error.is_none()), "transaction ended");
+    if error.is_none() && !plan.hooks.is_empty() {
+        if let Ok(r) = &outcome {
+            if r.__is_ok() {
+                if let Err(e) = run_hooks(&alias, plan.hooks).await {
+                    return R::__from_error(e);
+                }
+            }
+        }
+    }
+    resolve(outcome, error)
+}
+
+/// The caller's result: a panic resumes, the body's `Err` wins over ours (1.5), and our error
+/// replaces an `Ok`.
+fn resolve<R: AtomicResult>(outcome: Result<R, Box<dyn std::any::Any + Send>>, error: Option<Error>) -> R {
+    match outcome {
+        Err(panic) => std::panic::resume_unwind(panic),
+        Ok(r) if !r.__is_ok() => r,
+        Ok(r) => match error {
+            Some(e) => R::__from_error(e),
+            None => r,
+        },
+    }
+}

@@ -1,0 +1,353 @@
+//! Configuration of several databases by alias, like Django's `DATABASES`, and the
+//! process-wide registry they are installed into.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use sqlx::Pool;
+
+use crate::backend::{AnyPool, Backend, Kind};
+use crate::error::{Error, ErrorKind};
+
+/// One configured database: its pool and its transaction settings.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sqlx_atomic::Error> {
+/// use sqlx_atomic::Database;
+/// let db = Database::connect_lazy("sqlite::memory:")?.atomic_requests(true);
+/// assert!(format!("{db:?}").contains("sqlite"));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Database {
+    pub(crate) pool: AnyPool,
+    pub(crate) atomic_requests: bool,
+    pub(crate) autocommit: bool,
+    pub(crate) begin: Option<String>,
+    display: String,
+}
+
+impl Database {
+    /// Configures a database from a URL (`sqlite:`, `postgres://`/`postgresql://`,
+    /// `mysql://`/`mariadb://`), with a pool that connects on first use.
+    ///
+    /// Must be called inside a tokio runtime. The URL's password never appears in any output.
+    pub fn connect_lazy(url: &str) -> Result<Self, Error> {
+        let display = redact_url(url);
+        let scheme = url.split(':').next().unwrap_or("").to_ascii_lowercase();
+        let fail = |why: String| {
+            Error::new(
+                None,
+                ErrorKind::InvalidConfig(scrub(&why, url)),
+            )
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(fail(format!(
+                "`Database::connect_lazy({display})` must be called inside a tokio runtime"
+            )));
+        }
+        let pool = match scheme.as_str() {
+            #[cfg(feature = "sqlite")]
+            "sqlite" => AnyPool::Sqlite(
+                Pool::connect_lazy(url).map_err(|e| fail(format!("{display}: {e}")))?,
+            ),
+            #[cfg(feature = "postgres")]
+            "postgres" | "postgresql" => AnyPool::Postgres(
+                Pool::connect_lazy(url).map_err(|e| fail(format!("{display}: {e}")))?,
+            ),
+            #[cfg(feature = "mysql")]
+            "mysql" | "mariadb" => {
+                let url = if scheme == "mariadb" {
+                    format!("mysql{}", &url["mariadb".len()..])
+                } else {
+                    url.to_owned()
+                };
+                AnyPool::MySql(
+                    Pool::connect_lazy(&url).map_err(|e| fail(format!("{display}: {e}")))?,
+                )
+            }
+            _ => {
+                return Err(fail(format!(
+                    "unsupported or disabled database URL scheme in {display} (enabled: {})",
+                    enabled_backends()
+                )));
+            }
+        };
+        Ok(Database {
+            pool,
+            atomic_requests: false,
+            autocommit: true,
+            begin: None,
+            display,
+        })
+    }
+
+    /// Configures a database from an existing sqlx pool.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
+    /// let db = sqlx_atomic::Database::from_pool(pool);
+    /// # let _ = db; }
+    /// ```
+    pub fn from_pool<DB: Backend>(pool: Pool<DB>) -> Self {
+        Database {
+            pool: DB::__wrap_pool(pool),
+            atomic_requests: false,
+            autocommit: true,
+            begin: None,
+            display: format!("{} pool", DB::BACKEND_NAME),
+        }
+    }
+
+    /// Wrap every request handled under the web layer in a transaction on this database
+    /// (Django's `ATOMIC_REQUESTS`). Off by default.
+    pub fn atomic_requests(mut self, on: bool) -> Self {
+        self.atomic_requests = on;
+        self
+    }
+
+    /// Whether connections of this alias start in autocommit mode (the default, `true`).
+    /// With `false`, every task starts in manual mode (see [`set_autocommit`](crate::set_autocommit)).
+    pub fn autocommit(mut self, on: bool) -> Self {
+        self.autocommit = on;
+        self
+    }
+
+    /// The statement that opens a transaction, instead of `BEGIN`; for SQLite, for example,
+    /// `"BEGIN IMMEDIATE"` takes the write lock at once and avoids `SQLITE_BUSY` on upgrade.
+    pub fn begin_statement(mut self, statement: &str) -> Self {
+        self.begin = Some(statement.to_owned());
+        self
+    }
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Database")
+            .field("url", &self.display)
+            .field("backend", &self.pool.kind().name())
+            .field("atomic_requests", &self.atomic_requests)
+            .field("autocommit", &self.autocommit)
+            .finish()
+    }
+}
+
+fn enabled_backends() -> String {
+    let mut v: Vec<&str> = Vec::new();
+    #[cfg(feature = "sqlite")]
+    v.push("sqlite");
+    #[cfg(feature = "postgres")]
+    v.push("postgres");
+    #[cfg(feature = "mysql")]
+    v.push("mysql");
+    v.join(", ")
+}
+
+/// The password part of a URL, if it has one.
+fn password_of(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let userinfo = authority.rsplit_once('@')?.0;
+    let pw = userinfo.split_once(':')?.1;
+    (!pw.is_empty()).then_some(pw)
+}
+
+/// A URL with its password (and any `password=` query parameter) replaced by `***`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let mut out = match password_of(url) {
+        Some(pw) => url.replacen(&format!(":{pw}@"), ":***@", 1),
+        None => url.to_owned(),
+    };
+    if let Some(q) = out.find('?') {
+        let (base, query) = out.split_at(q + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_owned(),
+            })
+            .collect();
+        out = format!("{base}{}", query.join("&"));
+    }
+    out
+}
+
+/// Removes every occurrence of the URL's secrets from a message.
+pub(crate) fn scrub(message: &str, url: &str) -> String {
+    let mut out = message.replace(url, &redact_url(url));
+    if let Some(pw) = password_of(url) {
+        out = out.replace(pw, "***");
+    }
+    out
+}
+
+/// The set of databases of a process, by alias, like Django's `DATABASES`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sqlx_atomic::Error> {
+/// use sqlx_atomic::{Database, Databases};
+/// Databases::new()
+///     .add("default", Database::connect_lazy("sqlite::memory:")?)
+///     .install()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Default)]
+pub struct Databases {
+    entries: Vec<(String, Database)>,
+}
+
+impl Databases {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a database under `alias`. Adding an alias twice is reported by [`install`](Self::install).
+    pub fn add(mut self, alias: impl Into<String>, database: Database) -> Self {
+        self.entries.push((alias.into(), database));
+        self
+    }
+
+    /// Reads `DATABASE_URL` (alias `default`) and every `DATABASE_URL_<ALIAS>` (alias in lower
+    /// case) from the environment. Empty values are skipped.
+    pub fn from_env() -> Result<Self, Error> {
+        let mut vars: Vec<(String, String)> = std::env::vars()
+            .filter_map(|(k, v)| {
+                let alias = if k == "DATABASE_URL" {
+                    "default".to_owned()
+                } else {
+                    k.strip_prefix("DATABASE_URL_")?.to_ascii_lowercase()
+                };
+                (!v.is_empty() && !alias.is_empty()).then_some((alias, v))
+            })
+            .collect();
+        vars.sort();
+        let mut dbs = Databases::new();
+        for (alias, url) in vars {
+            let db = Database::connect_lazy(&url).map_err(|e| e.with_alias(&Arc::from(alias.as_str())))?;
+            dbs = dbs.add(alias, db);
+        }
+        Ok(dbs)
+    }
+
+    /// The aliases added so far.
+    pub fn aliases(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(a, _)| a.as_str())
+    }
+
+    /// Installs these databases for the whole process. May be called once.
+    pub fn install(self) -> Result<(), Error> {
+        let mut by_name = HashMap::new();
+        let mut entries = Vec::new();
+        for (index, (name, db)) in self.entries.into_iter().enumerate() {
+            if name.is_empty() {
+                return Err(Error::named("", ErrorKind::InvalidConfig("an alias cannot be empty".into())));
+            }
+            if by_name.insert(name.clone(), index).is_some() {
+                return Err(Error::named(&name, ErrorKind::DuplicateAlias));
+            }
+            entries.push(Arc::new(AliasEntry {
+                index,
+                name: Arc::from(name.as_str()),
+                kind: db.pool.kind(),
+                db,
+            }));
+        }
+        let registry = Registry { entries, by_name };
+        REGISTRY
+            .set(registry)
+            .map_err(|_| Error::new(None, ErrorKind::AlreadyInstalled))
+    }
+}
+
+/// One installed alias.
+pub(crate) struct AliasEntry {
+    pub(crate) index: usize,
+    pub(crate) name: Arc<str>,
+    pub(crate) kind: Kind,
+    pub(crate) db: Database,
+}
+
+impl AliasEntry {
+    /// Whether the backend aborts a whole transaction on any error (PostgreSQL).
+    pub(crate) fn tracks_abort(&self) -> bool {
+        #[cfg(feature = "postgres")]
+        if self.kind == Kind::Postgres {
+            return true;
+        }
+        false
+    }
+}
+
+pub(crate) struct Registry {
+    pub(crate) entries: Vec<Arc<AliasEntry>>,
+    by_name: HashMap<String, usize>,
+}
+
+static REGISTRY: OnceLock<Registry> = OnceLock::new();
+
+pub(crate) fn registry() -> Result<&'static Registry, Error> {
+    REGISTRY.get().ok_or_else(|| Error::new(None, ErrorKind::NotInstalled))
+}
+
+/// Whether [`Databases::install`] has been called.
+pub fn is_installed() -> bool {
+    REGISTRY.get().is_some()
+}
+
+/// The aliases installed, in the order they were added.
+pub fn installed_aliases() -> Vec<String> {
+    REGISTRY
+        .get()
+        .map(|r| r.entries.iter().map(|e| e.name.to_string()).collect())
+        .unwrap_or_default()
+}
+
+pub(crate) fn lookup(alias: &str) -> Result<&'static Arc<AliasEntry>, Error> {
+    let reg = registry().map_err(|e| Error::named(alias, e.kind_owned()))?;
+    reg.by_name
+        .get(alias)
+        .map(|&i| &reg.entries[i])
+        .ok_or_else(|| Error::named(alias, ErrorKind::UnknownAlias))
+}
+
+/// The sqlx pool of `alias`, for work that must bypass the ambient transaction (a fresh
+/// connection in a test, a migration).
+pub fn pool<DB: Backend>(alias: &str) -> Result<Pool<DB>, Error> {
+    let entry = lookup(alias)?;
+    DB::__pool(&entry.db.pool).cloned().ok_or_else(|| {
+        Error::at(
+            &entry.name,
+            ErrorKind::WrongBackend {
+                expected: DB::BACKEND_NAME,
+                actual: entry.kind.name(),
+            },
+        )
+    })
+}
+
+/// Whether `alias` is configured with `atomic_requests(true)`.
+pub fn atomic_requests(alias: &str) -> Result<bool, Error> {
+    Ok(lookup(alias)?.db.atomic_requests)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        let url = "postgres://bob:s3cr%40t@db.example:5432/app?sslmode=disable&password=other";
+        let r = redact_url(url);
+        assert!(!r.contains("s3cr"), "{r}");
+        assert!(!r.contains("other"), "{r}");
+        assert_eq!(
+            r,
+            "postgres://bob:***@db.example:5432/app?sslmode=disable&password=***"
+        );
+        assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
+        assert_eq!(scrub("bad s3cr%40t here", url), "bad *** here");
+    }
+}

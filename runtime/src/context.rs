@@ -1,0 +1,338 @@
+//! The per-task ambient context: for each alias, the transaction state and the task's connection.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::backend::{AnyConn, Backend};
+use crate::config::AliasEntry;
+use crate::error::{Error, ErrorKind};
+use crate::hooks::Hook;
+use crate::state::{Control, TxState};
+
+tokio::task_local! {
+    static FRAME: Frame;
+}
+
+/// What a future sees of the context: the task's context and the chain of blocks it runs in.
+///
+/// Each block runs its body with a frame one link longer, so two branches of one `join!` see
+/// different chains; that is how concurrent blocks of one alias in one task are detected (7.4).
+#[derive(Clone)]
+pub(crate) struct Frame {
+    pub(crate) ctx: Arc<Context>,
+    chain: Option<Arc<Link>>,
+}
+
+struct Link {
+    alias: usize,
+    block: u64,
+    parent: Option<Arc<Link>>,
+}
+
+impl Frame {
+    pub(crate) fn root(ctx: Arc<Context>) -> Self {
+        Frame { ctx, chain: None }
+    }
+
+    /// The frame a block's body runs in.
+    pub(crate) fn child(&self, alias: usize, block: u64) -> Frame {
+        Frame {
+            ctx: self.ctx.clone(),
+            chain: Some(Arc::new(Link {
+                alias,
+                block,
+                parent: self.chain.clone(),
+            })),
+        }
+    }
+
+    /// The innermost block of `alias` this frame runs in.
+    pub(crate) fn innermost(&self, alias: usize) -> Option<u64> {
+        let mut link = self.chain.as_deref();
+        while let Some(l) = link {
+            if l.alias == alias {
+                return Some(l.block);
+            }
+            link = l.parent.as_deref();
+        }
+        None
+    }
+
+    pub(crate) fn current() -> Option<Frame> {
+        FRAME.try_with(Frame::clone).ok()
+    }
+
+    pub(crate) async fn scope<F: Future>(self, fut: F) -> F::Output {
+        FRAME.scope(self, fut).await
+    }
+}
+
+/// A statement recorded by [`Scope::record_statements`](crate::Scope::record_statements).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedStatement {
+    /// The alias it was sent to.
+    pub alias: String,
+    /// Its SQL text.
+    pub sql: String,
+}
+
+/// The context of one task (or one request, or one [`scope`](crate::scope)).
+pub(crate) struct Context {
+    aliases: Mutex<Vec<Option<Arc<AliasCtx>>>>,
+    next_block: AtomicU64,
+    pub(crate) recorder: Option<Mutex<Vec<RecordedStatement>>>,
+}
+
+impl Context {
+    pub(crate) fn new(record: bool) -> Arc<Self> {
+        Arc::new(Context {
+            aliases: Mutex::new(Vec::new()),
+            next_block: AtomicU64::new(1),
+            recorder: record.then(|| Mutex::new(Vec::new())),
+        })
+    }
+
+    pub(crate) fn next_block_id(&self) -> u64 {
+        self.next_block.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The alias's context in this task, created on first use.
+    pub(crate) fn alias(self: &Arc<Self>, entry: &'static Arc<AliasEntry>) -> Arc<AliasCtx> {
+        let mut v = lock(&self.aliases);
+        if v.len() <= entry.index {
+            v.resize(entry.index + 1, None);
+        }
+        v[entry.index]
+            .get_or_insert_with(|| {
+                Arc::new(AliasCtx {
+                    entry,
+                    recorder: self.recorder.is_some().then(|| Arc::downgrade(self)),
+                    state: Mutex::new(TxState::new(entry.db.autocommit, entry.tracks_abort())),
+                    slot: Arc::new(tokio::sync::Mutex::new(None)),
+                    streaming: AtomicBool::new(false),
+                    revoked: AtomicBool::new(false),
+                })
+            })
+            .clone()
+    }
+
+    pub(crate) fn record(&self, alias: &str, sql: &str) {
+        if let Some(r) = &self.recorder {
+            lock(r).push(RecordedStatement {
+                alias: alias.to_owned(),
+                sql: sql.to_owned(),
+            });
+        }
+    }
+}
+
+/// Locks a std mutex, ignoring poisoning: our critical sections never leave data half-changed.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One alias in one task.
+pub(crate) struct AliasCtx {
+    pub(crate) entry: &'static Arc<AliasEntry>,
+    recorder: Option<std::sync::Weak<Context>>,
+    pub(crate) state: Mutex<TxState<Hook>>,
+    slot: Arc<tokio::sync::Mutex<Option<AnyConn>>>,
+    /// The slot is held by a result stream.
+    streaming: AtomicBool,
+    /// The transaction the slot's connection was in is gone: close it when its holder lets go.
+    revoked: AtomicBool,
+}
+
+impl AliasCtx {
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.entry.name
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, TxState<Hook>> {
+        lock(&self.state)
+    }
+
+    pub(crate) fn err(&self, kind: ErrorKind) -> Error {
+        Error::at(&self.entry.name, kind)
+    }
+
+    pub(crate) fn record(&self, sql: &str) {
+        if let Some(ctx) = self.recorder.as_ref().and_then(|w| w.upgrade()) {
+            ctx.record(&self.entry.name, sql);
+        }
+    }
+
+    pub(crate) fn recording(&self) -> bool {
+        self.recorder.is_some()
+    }
+
+    /// Takes the task's connection slot, waiting for another branch of this task to finish its
+    /// statement; fails fast if a result stream holds it (that would deadlock).
+    pub(crate) async fn lease(self: &Arc<Self>) -> Result<Lease, Error> {
+        let guard = match self.slot.clone().try_lock_owned() {
+            Ok(g) => g,
+            Err(_) if self.streaming.load(Ordering::Acquire) => {
+                return Err(self.err(ErrorKind::Busy));
+            }
+            Err(_) => self.slot.clone().lock_owned().await,
+        };
+        Ok(Lease {
+            guard,
+            actx: self.clone(),
+            phase: Phase::Idle,
+        })
+    }
+
+    /// Gives the connection back (or closes it) when a transaction ended while the slot may be
+    /// held elsewhere; used from `Drop`, so it never waits.
+    pub(crate) fn release_now(&self, rollback: bool, close: bool) {
+        match self.slot.clone().try_lock_owned() {
+            Ok(mut slot) => {
+                if let Some(mut conn) = slot.take() {
+                    if rollback {
+                        if conn.sqlx_depth() > 0 {
+                            conn.start_rollback();
+                        } else {
+                            conn.close_on_drop();
+                        }
+                    }
+                    if close {
+                        conn.close_on_drop();
+                    }
+                }
+            }
+            Err(_) => self.revoked.store(true, Ordering::Release),
+        }
+    }
+
+    pub(crate) fn slot_streaming(&self) -> bool {
+        self.streaming.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for AliasCtx {
+    fn drop(&mut self) {
+        // The scope ended: an open manual transaction is rolled back (4.2).
+        let must_rollback = lock(&self.state).scope_end();
+        self.release_now(must_rollback, false);
+    }
+}
+
+/// What a lease is doing, for what its drop must clean up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Idle,
+    /// A transaction-control statement is in flight: if dropped, the connection's state is unknown.
+    Control,
+    /// A user statement is in flight: if dropped, its outcome is unknown.
+    Query,
+    /// A result stream holds the connection.
+    Stream,
+}
+
+/// Exclusive use of an alias's connection slot within a task.
+pub(crate) struct Lease {
+    guard: tokio::sync::OwnedMutexGuard<Option<AnyConn>>,
+    pub(crate) actx: Arc<AliasCtx>,
+    phase: Phase,
+}
+
+impl Lease {
+    pub(crate) fn set_phase(&mut self, phase: Phase) {
+        self.phase = phase;
+        self.actx
+            .streaming
+            .store(phase == Phase::Stream, Ordering::Release);
+    }
+
+    /// Makes sure the slot holds a connection, taking one from the pool.
+    pub(crate) async fn ensure_conn(&mut self) -> Result<(), Error> {
+        if self.guard.is_none() {
+            let conn = self
+                .actx
+                .entry
+                .db
+                .pool
+                .acquire()
+                .await
+                .map_err(|e| Error::from(e).with_alias(self.actx.name()))?;
+            *self.guard = Some(conn);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn has_conn(&self) -> bool {
+        self.guard.is_some()
+    }
+
+    pub(crate) fn typed<DB: Backend>(&mut self) -> Result<&mut sqlx::pool::PoolConnection<DB>, Error> {
+        let kind = self.actx.entry.kind;
+        self.guard
+            .as_mut()
+            .and_then(DB::__conn)
+            .ok_or_else(|| {
+                self.actx.err(ErrorKind::WrongBackend {
+                    expected: DB::BACKEND_NAME,
+                    actual: kind.name(),
+                })
+            })
+    }
+
+    /// Sends control statements in order; on failure the phase stays `Control` for the caller.
+    pub(crate) async fn send(&mut self, stmts: &[Control]) -> Result<(), Error> {
+        if stmts.is_empty() {
+            return Ok(());
+        }
+        self.ensure_conn().await?;
+        self.set_phase(Phase::Control);
+        let begin = self.actx.entry.db.begin.as_deref();
+        for &stmt in stmts {
+            let text = crate::backend::control_text(stmt, begin);
+            tracing::debug!(
+                target: "sqlx_atomic",
+                alias = %self.actx.entry.name,
+                statement = %text,
+                "transaction control"
+            );
+            if self.actx.recording() {
+                self.actx.record(&text);
+            }
+            let conn = self.guard.as_mut().expect("ensured above");
+            if let Err(e) = conn.control(stmt, begin).await {
+                self.set_phase(Phase::Idle);
+                return Err(Error::from(e).with_alias(self.actx.name()));
+            }
+        }
+        self.set_phase(Phase::Idle);
+        Ok(())
+    }
+
+    /// Takes the connection out of the slot, to give it back to the pool or close it.
+    pub(crate) fn take_conn(&mut self) -> Option<AnyConn> {
+        self.guard.take()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let revoked = self.actx.revoked.swap(false, Ordering::AcqRel);
+        match self.phase {
+            Phase::Control => {
+                if let Some(mut conn) = self.guard.take() {
+                    conn.close_on_drop();
+                }
+                self.actx.state().connection_lost();
+            }
+            Phase::Query => self.actx.state().query_failed(true),
+            Phase::Idle | Phase::Stream => {}
+        }
+        if revoked {
+            if let Some(mut conn) = self.guard.take() {
+                conn.close_on_drop();
+            }
+        }
+        if self.phase == Phase::Stream {
+            self.actx.streaming.store(false, Ordering::Release);
+        }
+    }
+}

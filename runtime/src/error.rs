@@ -1,0 +1,280 @@
+//! The error type of sqlx-atomic.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// A boxed error, as returned by hooks.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong in sqlx-atomic.
+///
+/// Every error names the database alias it concerns (when there is one) and the rule that was
+/// broken, so that a message read in a log is enough to find the cause. Database errors from sqlx
+/// are kept as they are ([`ErrorKind::Sqlx`]); [`Error::as_sqlx`] gives them back.
+///
+/// ```
+/// let err = sqlx_atomic::Error::from(sqlx::Error::RowNotFound);
+/// assert!(err.as_sqlx().is_some());
+/// ```
+pub struct Error {
+    alias: Option<Arc<str>>,
+    kind: ErrorKind,
+}
+
+/// What went wrong; see [`Error::kind`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// An error from sqlx or the database server.
+    Sqlx(sqlx::Error),
+    /// No [`Databases`](crate::Databases) were installed in this process.
+    NotInstalled,
+    /// [`Databases::install`](crate::Databases::install) was called a second time.
+    AlreadyInstalled,
+    /// The alias is not configured.
+    UnknownAlias,
+    /// The same alias was added twice to one [`Databases`](crate::Databases).
+    DuplicateAlias,
+    /// The configuration of an alias is invalid (a malformed URL, say).
+    InvalidConfig(String),
+    /// The alias is configured for another backend than the one asked for.
+    WrongBackend {
+        /// The backend that was asked for.
+        expected: &'static str,
+        /// The backend the alias is configured with.
+        actual: &'static str,
+    },
+    /// An earlier error doomed the transaction: queries are refused until the end of the nearest
+    /// block with a savepoint, or of the outermost block (rule 3.1).
+    Doomed,
+    /// A `durable` block was entered while another block is open (rule 1.8).
+    DurableNested,
+    /// The operation needs an open atomic block (rule 2.1).
+    OutsideBlock(&'static str),
+    /// The operation is forbidden while an atomic block is active (rule 4.3).
+    InsideBlock(&'static str),
+    /// `on_commit` outside any block while autocommit is off (rule 5.3).
+    OnCommitInManualMode,
+    /// Autocommit cannot be turned back on while a manual transaction is open: commit or roll
+    /// back first.
+    TransactionOpen,
+    /// The operation needs an ambient context (an atomic block or [`scope`](crate::scope)).
+    NoContext(&'static str),
+    /// The alias's connection is held by a result stream that is still open in this task.
+    Busy,
+    /// Two branches of one task (`join!`, `select!`) used atomic blocks of one alias at once.
+    ConcurrentBlocks,
+    /// The connection was closed because a statement was cancelled while in flight; the
+    /// transaction on it is gone.
+    ConnectionLost,
+    /// The server had aborted the transaction (PostgreSQL) after an error, so COMMIT would have
+    /// rolled back: it was rolled back and reported as an error (rule 7.2).
+    Aborted,
+    /// A savepoint id that is not open in the current transaction.
+    InvalidSavepoint(u64),
+    /// A result stream was still open when its atomic block ended.
+    StreamOutlivedBlock,
+    /// An on_commit hook failed (rule 5.7). The transaction had been committed.
+    Hook {
+        /// The hook's name, when it was given one.
+        name: Option<String>,
+        /// The hook's error.
+        source: BoxError,
+    },
+    /// An on_commit hook panicked; the panic message. The transaction had been committed.
+    HookPanicked {
+        /// The hook's name, when it was given one.
+        name: Option<String>,
+        /// The panic message.
+        message: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn new(alias: Option<&Arc<str>>, kind: ErrorKind) -> Self {
+        Error {
+            alias: alias.cloned(),
+            kind,
+        }
+    }
+
+    pub(crate) fn at(alias: &Arc<str>, kind: ErrorKind) -> Self {
+        Error {
+            alias: Some(alias.clone()),
+            kind,
+        }
+    }
+
+    pub(crate) fn named(alias: &str, kind: ErrorKind) -> Self {
+        Error {
+            alias: Some(Arc::from(alias)),
+            kind,
+        }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.kind
+    }
+
+    /// The database alias the error concerns, if any.
+    pub fn alias(&self) -> Option<&str> {
+        self.alias.as_deref()
+    }
+
+    /// The sqlx error inside, if this is one.
+    pub fn as_sqlx(&self) -> Option<&sqlx::Error> {
+        match &self.kind {
+            ErrorKind::Sqlx(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a database error (from the server).
+    pub fn is_database(&self) -> bool {
+        matches!(&self.kind, ErrorKind::Sqlx(sqlx::Error::Database(_)))
+    }
+
+    /// Turns this error into an `sqlx::Error`: the sqlx error itself, or ours wrapped in
+    /// `sqlx::Error::Configuration` (recovered by `From<sqlx::Error> for Error`).
+    pub fn into_sqlx(self) -> sqlx::Error {
+        match self.kind {
+            ErrorKind::Sqlx(e) => e,
+            _ => sqlx::Error::Configuration(Box::new(self)),
+        }
+    }
+
+    pub(crate) fn kind_owned(self) -> ErrorKind {
+        self.kind
+    }
+
+    pub(crate) fn with_alias(mut self, alias: &Arc<str>) -> Self {
+        if self.alias.is_none() {
+            self.alias = Some(alias.clone());
+        }
+        self
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Configuration(inner) => match inner.downcast::<Error>() {
+                Ok(ours) => *ours,
+                Err(other) => Error {
+                    alias: None,
+                    kind: ErrorKind::Sqlx(sqlx::Error::Configuration(other)),
+                },
+            },
+            e => Error {
+                alias: None,
+                kind: ErrorKind::Sqlx(e),
+            },
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorKind::Sqlx(e) => write!(f, "{e}"),
+            ErrorKind::NotInstalled => f.write_str(
+                "no databases are configured: call `Databases::new().add(..).install()` at startup",
+            ),
+            ErrorKind::AlreadyInstalled => {
+                f.write_str("the databases were already installed; `install` may be called once per process")
+            }
+            ErrorKind::UnknownAlias => f.write_str("this alias is not configured (see `Databases::add`)"),
+            ErrorKind::DuplicateAlias => f.write_str("this alias was added twice"),
+            ErrorKind::InvalidConfig(why) => write!(f, "invalid configuration: {why}"),
+            ErrorKind::WrongBackend { expected, actual } => write!(
+                f,
+                "a {expected} handle was asked for, but the alias is configured for {actual}"
+            ),
+            ErrorKind::Doomed => f.write_str(
+                "an earlier error doomed this transaction: queries are refused until the end of the \
+                 nearest atomic block with a savepoint, or of the outermost block (rule 3.1)",
+            ),
+            ErrorKind::DurableNested => f.write_str(
+                "a durable block cannot be nested: another atomic block is already open (rule 1.8)",
+            ),
+            ErrorKind::OutsideBlock(op) => write!(
+                f,
+                "`{op}`: the rollback flag only works inside an atomic block (rule 2.1)"
+            ),
+            ErrorKind::InsideBlock(op) => {
+                write!(f, "`{op}` is forbidden while an atomic block is active (rule 4.3)")
+            }
+            ErrorKind::OnCommitInManualMode => f.write_str(
+                "on_commit cannot be used in manual transaction management: autocommit is off and no \
+                 atomic block is open (rule 5.3)",
+            ),
+            ErrorKind::TransactionOpen => f.write_str(
+                "a manual transaction is open: call `commit` or `rollback` before turning autocommit on",
+            ),
+            ErrorKind::NoContext(op) => write!(
+                f,
+                "`{op}` needs a task context: call it inside an atomic block or `sqlx_atomic::scope`"
+            ),
+            ErrorKind::Busy => f.write_str(
+                "the connection is held by a result stream that is still open in this task; finish or \
+                 drop the stream before the next query",
+            ),
+            ErrorKind::ConcurrentBlocks => f.write_str(
+                "two branches of one task (join!/select!) used atomic blocks of this alias at the same \
+                 time; run them one after the other, or in separate tasks (rule 7.4)",
+            ),
+            ErrorKind::ConnectionLost => f.write_str(
+                "the connection was closed because a statement was cancelled in flight; its \
+                 transaction was rolled back by the server (rule 7.1)",
+            ),
+            ErrorKind::Aborted => f.write_str(
+                "the server had aborted the transaction after an earlier error, so it was rolled back \
+                 instead of committed (rule 7.2)",
+            ),
+            ErrorKind::InvalidSavepoint(id) => {
+                write!(f, "savepoint {id} is not open in the current transaction")
+            }
+            ErrorKind::StreamOutlivedBlock => f.write_str(
+                "a result stream was still open when its atomic block ended; the transaction was rolled \
+                 back and the connection closed",
+            ),
+            ErrorKind::Hook { name, source } => match name {
+                Some(n) => write!(f, "on_commit hook `{n}` failed after the commit: {source}"),
+                None => write!(f, "an on_commit hook failed after the commit: {source}"),
+            },
+            ErrorKind::HookPanicked { name, message } => match name {
+                Some(n) => write!(f, "on_commit hook `{n}` panicked after the commit: {message}"),
+                None => write!(f, "an on_commit hook panicked after the commit: {message}"),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.alias {
+            Some(a) => write!(f, "database `{a}`: {}", self.kind),
+            None => write!(f, "{}", self.kind),
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("alias", &self.alias)
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            ErrorKind::Sqlx(e) => Some(e),
+            ErrorKind::Hook { source, .. } => Some(&**source),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! The ambient handle: an `sqlx::Executor` that sends each query on the task's connection of its
+//! alias, after the statements the open blocks still owe, or on the pool in autocommit.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use futures_core::future::BoxFuture;
+use futures_core::stream::BoxStream;
+use futures_util::TryStreamExt;
+use sqlx::{Database, Either, Execute, Executor, Pool, SqlStr};
+
+use crate::backend::Backend;
+use crate::config::lookup;
+use crate::context::{AliasCtx, Frame, Lease, Phase};
+use crate::error::{Error, ErrorKind};
+use crate::state::Route;
+
+/// The ambient connection of a database alias: an [`sqlx::Executor`] to pass to
+/// `sqlx::query(..).execute(..)`, `fetch_one`, `fetch_all`, `fetch` and the `query!` family.
+///
+/// Inside an atomic block it runs the query in the block's transaction (sending the owed BEGIN
+/// and SAVEPOINTs first); outside any block it runs it on the pool, in autocommit. It is cheap to
+/// create and to clone, and holds no connection itself: it finds the task's context when the
+/// query runs. A handle moved into a `tokio::spawn`ed task therefore runs there in autocommit,
+/// outside the spawner's transaction.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sqlx_atomic::Error> {
+/// # sqlx_atomic::Databases::new().add("default", sqlx_atomic::Database::connect_lazy("sqlite::memory:")?).install()?;
+/// let db = sqlx_atomic::sqlite("default");
+/// let n: i64 = sqlx::query_scalar("SELECT 1 + 1").fetch_one(&db).await?;
+/// assert_eq!(n, 2);
+/// # Ok(()) }
+/// ```
+pub struct Handle<DB> {
+    alias: Cow<'static, str>,
+    _db: PhantomData<fn() -> DB>,
+}
+
+impl<DB> Clone for Handle<DB> {
+    fn clone(&self) -> Self {
+        Handle {
+            alias: self.alias.clone(),
+            _db: PhantomData,
+        }
+    }
+}
+
+impl<DB: Backend> fmt::Debug for Handle<DB> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("alias", &self.alias)
+            .field("backend", &DB::BACKEND_NAME)
+            .finish()
+    }
+}
+
+impl<DB: Backend> Handle<DB> {
+    /// The handle of `alias`. The alias is resolved when a query runs; an unknown alias or one
+    /// configured for another backend makes that query fail with an error naming it.
+    pub fn new(alias: impl Into<Cow<'static, str>>) -> Self {
+        Handle {
+            alias: alias.into(),
+            _db: PhantomData,
+        }
+    }
+
+    /// The alias of this handle.
+    pub fn alias(&self) -> &str {
+        &self.alias
+    }
+}
+
+/// The ambient handle of a SQLite alias.
+#[cfg(feature = "sqlite")]
+pub fn sqlite(alias: impl Into<Cow<'static, str>>) -> Handle<sqlx::Sqlite> {
+    Handle::new(alias)
+}
+
+/// The ambient handle of a PostgreSQL alias.
+#[cfg(feature = "postgres")]
+pub fn postgres(alias: impl Into<Cow<'static, str>>) -> Handle<sqlx::Postgres> {
+    Handle::new(alias)
+}
+
+/// The ambient handle of a MySQL/MariaDB alias.
+#[cfg(feature = "mysql")]
+pub fn mysql(alias: impl Into<Cow<'static, str>>) -> Handle<sqlx::MySql> {
+    Handle::new(alias)
+}
+
+/// Where a query runs.
+enum Target<DB: Database> {
+    Pool(Pool<DB>),
+    Conn(Lease),
+}
+
+fn sqlx_err(e: Error) -> sqlx::Error {
+    e.into_sqlx()
+}
+
+/// Resolves the alias, and for a query inside a transaction takes the task's connection and sends
+/// what the open blocks owe.
+async fn target<DB: Backend>(alias: &str) -> Result<(Target<DB>, Option<Arc<AliasCtx>>), Error> {
+    let entry = lookup(alias)?;
+    let pool = DB::__pool(&entry.db.pool).ok_or_else(|| {
+        Error::at(
+            &entry.name,
+            ErrorKind::WrongBackend {
+                expected: DB::BACKEND_NAME,
+                actual: entry.kind.name(),
+            },
+        )
+    })?;
+    let Some(frame) = Frame::current() else {
+        if !entry.db.autocommit {
+            return Err(Error::at(
+                &entry.name,
+                ErrorKind::NoContext("a query on an alias configured with autocommit(false)"),
+            ));
+        }
+        return Ok((Target::Pool(pool.clone()), None));
+    };
+    let actx = frame.ctx.alias(entry);
+    {
+        let st = actx.state();
+        if !st.in_block() && st.autocommit() && !st.in_transaction() {
+            drop(st);
+            let rec = actx.recording().then_some(actx);
+            return Ok((Target::Pool(pool.clone()), rec));
+        }
+    }
+    let mut lease = actx.lease().await?;
+    // Take the connection before touching the state, so that a cancellation here leaves the
+    // state as it was.
+    lease.ensure_conn().await?;
+    let route = {
+        let mut st = actx.state();
+        if frame.innermost(entry.index) != st.top_block() {
+            return Err(actx.err(ErrorKind::ConcurrentBlocks));
+        }
+        st.before_query().map_err(|k| actx.err(k))?
+    };
+    match route {
+        Route::Pool => {
+            drop(lease);
+            let rec = actx.recording().then_some(actx);
+            Ok((Target::Pool(pool.clone()), rec))
+        }
+        Route::Conn(plan) => {
+            if let Err(e) = lease.send(&plan).await {
+                actx.state().control_failed();
+                return Err(e);
+            }
+            Ok((Target::Conn(lease), Some(actx)))
+        }
+    }
+}
+
+/// Wraps a query to record its SQL when the scope records statements.
+struct Tap<E> {
+    inner: E,
+    actx: Option<Arc<AliasCtx>>,
+}
+
+impl<'q, DB: Database, E: Execute<'q, DB>> Execute<'q, DB> for Tap<E> {
+    fn sql(self) -> SqlStr {
+        let sql = self.inner.sql();
+        if let Some(a) = &self.actx {
+            a.record(sql.as_str());
+        }
+        sql
+    }
+    fn statement(&self) -> Option<&DB::Statement> {
+        self.inner.statement()
+    }
+    fn take_arguments(
+        &mut self,
+    ) -> Result<Option<<DB as Database>::Arguments>, sqlx::error::BoxDynError> {
+        self.inner.take_arguments()
+    }
+    fn persistent(&self) -> bool {
+        self.inner.persistent()
+    }
+}
+
+fn finish<T>(lease: &mut Lease, result: &Result<T, sqlx::Error>) {
+    lease.set_phase(Phase::Idle);
+    if let Err(e) = result {
+        lease
+            .actx
+            .state()
+            .query_failed(matches!(e, sqlx::Error::Database(_)));
+    }
+}
+
+impl<DB> Executor<'static> for Handle<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    type Database = DB;
+
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxStream<'e, Result<Either<DB::QueryResult, DB::Row>, sqlx::Error>>
+    where
+        E: 'q + Execute<'q, DB>,
+    {
+        Box::pin(async_stream::try_stream! {
+            let (target, actx) = target::<DB>(&self.alias).await.map_err(sqlx_err)?;
+            let query = Tap { inner: query, actx };
+            match target {
+                Target::Pool(pool) => {
+                    let mut s = pool.fetch_many(query);
+                    while let Some(v) = s.try_next().await? {
+                        yield v;
+                    }
+                }
+                Target::Conn(mut lease) => {
+                    lease.set_phase(Phase::Stream);
+                    let result: Result<(), sqlx::Error> = {
+                        let conn = lease.typed::<DB>().map_err(sqlx_err)?;
+                        let mut s = (&mut **conn).fetch_many(query);
+                        loop {
+                            match s.try_next().await {
+                                Ok(Some(v)) => yield v,
+                                Ok(None) => break Ok(()),
+                                Err(e) => break Err(e),
+                            }
+                        }
+                    };
+                    finish(&mut lease, &result);
+                    result?;
+                }
+            }
+        })
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<Option<DB::Row>, sqlx::Error>>
+    where
+        E: 'q + Execute<'q, DB>,
+    {
+        Box::pin(async move {
+            let (target, actx) = target::<DB>(&self.alias).await.map_err(sqlx_err)?;
+            let query = Tap { inner: query, actx };
+            match target {
+                Target::Pool(pool) => pool.fetch_optional(query).await,
+                Target::Conn(mut lease) => {
+                    lease.set_phase(Phase::Query);
+                    let conn = lease.typed::<DB>().map_err(sqlx_err)?;
+                    let result = (&mut **conn).fetch_optional(query).await;
+                    finish(&mut lease, &result);
+                    result
+                }
+            }
+        })
+    }
+
+    fn execute<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<DB::QueryResult, sqlx::Error>>
+    where
+        E: 'q + Execute<'q, DB>,
+    {
+        Box::pin(async move {
+            let (target, actx) = target::<DB>(&self.alias).await.map_err(sqlx_err)?;
+            let query = Tap { inner: query, actx };
+            match target {
+                Target::Pool(pool) => pool.execute(query).await,
+                Target::Conn(mut lease) => {
+                    lease.set_phase(Phase::Query);
+                    let conn = lease.typed::<DB>().map_err(sqlx_err)?;
+                    let result = (&mut **conn).execute(query).await;
+                    finish(&mut lease, &result);
+                    result
+                }
+            }
+        })
+    }
+
+    fn fetch_all<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<Vec<DB::Row>, sqlx::Error>>
+    where
+        E: 'q + Execute<'q, DB>,
+    {
+        Box::pin(async move {
+            let (target, actx) = target::<DB>(&self.alias).await.map_err(sqlx_err)?;
+            let query = Tap { inner: query, actx };
+            match target {
+                Target::Pool(pool) => pool.fetch_all(query).await,
+                Target::Conn(mut lease) => {
+                    lease.set_phase(Phase::Query);
+                    let conn = lease.typed::<DB>().map_err(sqlx_err)?;
+                    let result = (&mut **conn).fetch_all(query).await;
+                    finish(&mut lease, &result);
+                    result
+                }
+            }
+        })
+    }
+
+    fn prepare_with<'e>(
+        self,
+        sql: SqlStr,
+        parameters: &'e [<DB as Database>::TypeInfo],
+    ) -> BoxFuture<'e, Result<<DB as Database>::Statement, sqlx::Error>>
+    where
+        'static: 'e,
+    {
+        Box::pin(async move {
+            // Preparing needs no transaction: use the task's connection if it holds one, else the
+            // pool.
+            let pool = crate::config::pool::<DB>(&self.alias).map_err(sqlx_err)?;
+            pool.prepare_with(sql, parameters).await
+        })
+    }
+
+    #[doc(hidden)]
+    fn describe<'e>(
+        self,
+        sql: SqlStr,
+    ) -> BoxFuture<'e, Result<sqlx::Describe<DB>, sqlx::Error>> {
+        Box::pin(async move {
+            let pool = crate::config::pool::<DB>(&self.alias).map_err(sqlx_err)?;
+            pool.describe(sql).await
+        })
+    }
+}
+
+impl<'h, DB> Executor<'h> for &'h Handle<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    type Database = DB;
+
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxStream<'e, Result<Either<DB::QueryResult, DB::Row>, sqlx::Error>>
+    where
+        'h: 'e,
+        E: 'q + Execute<'q, DB>,
+    {
+        self.clone().fetch_many(query)
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<Option<DB::Row>, sqlx::Error>>
+    where
+        'h: 'e,
+        E: 'q + Execute<'q, DB>,
+    {
+        self.clone().fetch_optional(query)
+    }
+
+    fn execute<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<DB::QueryResult, sqlx::Error>>
+    where
+        'h: 'e,
+        E: 'q + Execute<'q, DB>,
+    {
+        self.clone().execute(query)
+    }
+
+    fn fetch_all<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<Vec<DB::Row>, sqlx::Error>>
+    where
+        'h: 'e,
+        E: 'q + Execute<'q, DB>,
+    {
+        self.clone().fetch_all(query)
+    }
+
+    fn prepare_with<'e>(
+        self,
+        sql: SqlStr,
+        parameters: &'e [<DB as Database>::TypeInfo],
+    ) -> BoxFuture<'e, Result<<DB as Database>::Statement, sqlx::Error>>
+    where
+        'h: 'e,
+    {
+        self.clone().prepare_with(sql, parameters)
+    }
+
+    #[doc(hidden)]
+    fn describe<'e>(
+        self,
+        sql: SqlStr,
+    ) -> BoxFuture<'e, Result<sqlx::Describe<DB>, sqlx::Error>>
+    where
+        'h: 'e,
+    {
+        self.clone().describe(sql)
+    }
+}

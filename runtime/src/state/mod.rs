@@ -1,0 +1,574 @@
+//! The transaction state machine of one alias in one task, with no I/O.
+//!
+//! It decides; the block runner and the executor perform. Every method is synchronous and returns
+//! what must be sent to the server (a list of [`Control`] statements) and which hooks to run or
+//! drop. Statements are lazy (SEMANTICS 9): entering a block owes a BEGIN or a SAVEPOINT, which is
+//! only sent before the next query; RELEASE is bookkeeping and is owed, not sent.
+
+use crate::error::ErrorKind;
+
+/// A savepoint id, unique within a transaction; its SQL name is generated from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SpId(pub u64);
+
+/// A transaction-control statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Control {
+    Begin,
+    Commit,
+    Rollback,
+    Savepoint(SpId),
+    Release(SpId),
+    RollbackTo(SpId),
+}
+
+/// How many closed-but-unreleased savepoints may pile up on the server before one RELEASE pays
+/// for all of them (9.4).
+pub(crate) const RELEASE_BOUND: usize = 32;
+
+/// How a block's body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The body returned `Ok`.
+    Ok,
+    /// The body returned `Err`, panicked or was cancelled.
+    Failed,
+}
+
+/// Options of a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BlockOpts {
+    pub savepoint: bool,
+    pub durable: bool,
+    /// A test helper's outermost block: always rolled back, not counted by the durable rule.
+    pub test: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Outermost,
+    /// The outermost block entered in manual mode: it acts as a nested block (4.2).
+    ManualOutermost,
+    Nested,
+    Test,
+}
+
+#[derive(Debug)]
+struct Frame {
+    id: u64,
+    kind: Kind,
+    savepoint: Option<SpId>,
+    /// Hooks registered before this block opened; rolling back to its savepoint keeps only these.
+    hooks_mark: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ServerSp {
+    id: SpId,
+    /// Its block has ended: the savepoint is kept only because its RELEASE is owed.
+    closed: bool,
+}
+
+/// Where a query goes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// Straight to the pool, in autocommit.
+    Pool,
+    /// To the task's connection, after these owed statements.
+    Conn(Vec<Control>),
+}
+
+/// What a block's exit, `commit` or `rollback` asks for.
+#[derive(Debug)]
+pub(crate) struct ExitPlan<H> {
+    /// Statements to send, in order.
+    pub stmts: Vec<Control>,
+    /// Hooks to run once the statements succeeded (the transaction committed).
+    pub hooks: Vec<H>,
+    /// The transaction ended: give the connection back afterwards.
+    pub ends_transaction: bool,
+    /// The exit fails with this error even if the statements succeed.
+    pub error: Option<ErrorKind>,
+    /// The connection's state is unknown: close it rather than pool it.
+    pub close_connection: bool,
+}
+
+impl<H> ExitPlan<H> {
+    fn nothing() -> Self {
+        ExitPlan {
+            stmts: Vec::new(),
+            hooks: Vec::new(),
+            ends_transaction: false,
+            error: None,
+            close_connection: false,
+        }
+    }
+}
+
+/// What `on_commit` must do with a hook.
+#[derive(Debug)]
+pub(crate) enum HookDisposition<H> {
+    /// Kept until the outermost commit.
+    Registered,
+    /// No block is open and autocommit is on: run it now.
+    RunNow(H),
+}
+
+/// The state of one alias in one task.
+#[derive(Debug)]
+pub(crate) struct TxState<H> {
+    autocommit: bool,
+    blocks: Vec<Frame>,
+    needs_rollback: bool,
+    /// A control statement failed or the connection was lost: only a full rollback is safe.
+    broken: bool,
+    /// The connection was closed under an open transaction (7.1).
+    lost: bool,
+    /// A transaction is open, logically (its BEGIN may still be owed).
+    txn_open: bool,
+    /// BEGIN was sent.
+    begun: bool,
+    server_sps: Vec<ServerSp>,
+    owed_sps: Vec<SpId>,
+    owed_rollback_to: Option<SpId>,
+    manual_sps: Vec<(SpId, usize)>,
+    hooks: Vec<H>,
+    next_sp: u64,
+    reset_sp_counter: bool,
+    /// The server aborted the transaction after an error (PostgreSQL): COMMIT would roll back.
+    aborted: bool,
+    tracks_abort: bool,
+}
+
+impl<H> TxState<H> {
+    /// A fresh state. `tracks_abort`: the backend aborts a transaction on any error (PostgreSQL).
+    pub(crate) fn new(autocommit: bool, tracks_abort: bool) -> Self {
+        TxState {
+            autocommit,
+            blocks: Vec::new(),
+            needs_rollback: false,
+            broken: false,
+            lost: false,
+            txn_open: false,
+            begun: false,
+            server_sps: Vec::new(),
+            owed_sps: Vec::new(),
+            owed_rollback_to: None,
+            manual_sps: Vec::new(),
+            hooks: Vec::new(),
+            next_sp: 0,
+            reset_sp_counter: false,
+            aborted: false,
+            tracks_abort,
+        }
+    }
+
+    /// The id of the innermost open block.
+    pub(crate) fn top_block(&self) -> Option<u64> {
+        self.blocks.last().map(|b| b.id)
+    }
+
+    /// Number of open blocks, test-helper blocks included.
+    pub(crate) fn depth(&self) -> usize {
+        self.blocks.len()
+    }
+
+    pub(crate) fn in_block(&self) -> bool {
+        !self.blocks.is_empty()
+    }
+
+    /// Whether the task holds (or must hold) a connection: a transaction is open.
+    pub(crate) fn in_transaction(&self) -> bool {
+        self.txn_open
+    }
+
+    pub(crate) fn autocommit(&self) -> bool {
+        self.autocommit
+    }
+
+    fn alloc_sp(&mut self) -> SpId {
+        self.next_sp += 1;
+        let id = SpId(self.next_sp);
+        self.owed_sps.push(id);
+        id
+    }
+
+    /// Enters a block (1.1, 1.2, 1.8, 4.2).
+    pub(crate) fn enter(&mut self, id: u64, opts: BlockOpts) -> Result<(), ErrorKind> {
+        if opts.durable && self.blocks.iter().any(|b| b.kind != Kind::Test) {
+            return Err(ErrorKind::DurableNested);
+        }
+        let hooks_mark = self.hooks.len();
+        let (kind, savepoint) = if self.blocks.is_empty() {
+            self.needs_rollback = false;
+            if opts.test {
+                (Kind::Test, None)
+            } else if self.autocommit {
+                (Kind::Outermost, None)
+            } else {
+                (Kind::ManualOutermost, None)
+            }
+        } else {
+            (Kind::Nested, None)
+        };
+        if kind == Kind::Outermost || kind == Kind::Test {
+            if self.reset_sp_counter {
+                self.next_sp = 0;
+                self.reset_sp_counter = false;
+            }
+            self.txn_open = true;
+        }
+        let savepoint = match kind {
+            Kind::Nested | Kind::ManualOutermost if opts.savepoint && !self.needs_rollback => {
+                if kind == Kind::ManualOutermost {
+                    self.txn_open = true;
+                }
+                Some(self.alloc_sp())
+            }
+            _ => savepoint,
+        };
+        self.blocks.push(Frame {
+            id,
+            kind,
+            savepoint,
+            hooks_mark,
+        });
+        Ok(())
+    }
+
+    /// Decides where a query goes and what must be sent first (3.1, 9.1).
+    pub(crate) fn before_query(&mut self) -> Result<Route, ErrorKind> {
+        if self.lost {
+            return Err(ErrorKind::ConnectionLost);
+        }
+        if self.broken || (self.in_block() && self.needs_rollback) {
+            return Err(ErrorKind::Doomed);
+        }
+        if self.blocks.is_empty() && self.autocommit {
+            return Ok(Route::Pool);
+        }
+        self.txn_open = true;
+        Ok(Route::Conn(self.flush()))
+    }
+
+    /// Takes the owed statements that must precede the next statement on the connection.
+    fn flush(&mut self) -> Vec<Control> {
+        let mut plan = Vec::new();
+        if !self.begun {
+            plan.push(Control::Begin);
+            self.begun = true;
+        }
+        if let Some(sp) = self.owed_rollback_to.take() {
+            plan.push(Control::RollbackTo(sp));
+            self.aborted = false;
+        }
+        for sp in std::mem::take(&mut self.owed_sps) {
+            let run = self
+                .server_sps
+                .iter()
+                .rev()
+                .take_while(|s| s.closed)
+                .count();
+            if run > RELEASE_BOUND {
+                let lowest = self.server_sps.len() - run;
+                plan.push(Control::Release(self.server_sps[lowest].id));
+                self.server_sps.truncate(lowest);
+            }
+            plan.push(Control::Savepoint(sp));
+            self.server_sps.push(ServerSp {
+                id: sp,
+                closed: false,
+            });
+        }
+        plan
+    }
+
+    /// A query failed (3.2): the enclosing block is doomed, and on PostgreSQL the server aborted
+    /// the transaction.
+    pub(crate) fn query_failed(&mut self, database_error: bool) {
+        if self.in_block() {
+            self.needs_rollback = true;
+        }
+        if database_error && self.tracks_abort && self.begun {
+            self.aborted = true;
+        }
+    }
+
+    /// An owed control statement failed to send: the transaction can only be rolled back whole.
+    pub(crate) fn control_failed(&mut self) {
+        self.broken = true;
+        if self.in_block() {
+            self.needs_rollback = true;
+        }
+    }
+
+    /// The connection was closed under an open transaction (a statement cancelled in flight).
+    pub(crate) fn connection_lost(&mut self) {
+        if self.txn_open {
+            self.lost = true;
+            self.broken = true;
+            if self.in_block() {
+                self.needs_rollback = true;
+            }
+            self.begun = false;
+            self.server_sps.clear();
+            self.owed_sps.clear();
+            self.owed_rollback_to = None;
+        }
+    }
+
+    fn rollback_to(&mut self, sp: SpId, hooks_mark: usize) -> Result<(), ErrorKind> {
+        self.hooks.truncate(hooks_mark);
+        self.manual_sps.retain(|(id, _)| *id < sp);
+        if let Some(pos) = self.owed_sps.iter().position(|s| *s == sp) {
+            self.owed_sps.truncate(pos);
+            return Ok(());
+        }
+        let pos = self
+            .server_sps
+            .iter()
+            .position(|s| s.id == sp)
+            .ok_or(ErrorKind::InvalidSavepoint(sp.0))?;
+        self.server_sps.truncate(pos + 1);
+        self.server_sps[pos].closed = true;
+        self.owed_sps.clear();
+        self.owed_rollback_to = Some(sp);
+        Ok(())
+    }
+
+    fn release(&mut self, sp: SpId) -> Result<(), ErrorKind> {
+        self.manual_sps.retain(|(id, _)| *id < sp);
+        if let Some(pos) = self.owed_sps.iter().position(|s| *s == sp) {
+            self.owed_sps.truncate(pos);
+            return Ok(());
+        }
+        let pos = self
+            .server_sps
+            .iter()
+            .position(|s| s.id == sp)
+            .ok_or(ErrorKind::InvalidSavepoint(sp.0))?;
+        // Releasing a savepoint destroys the newer ones too; they are closed already or owed.
+        for s in &mut self.server_sps[pos..] {
+            s.closed = true;
+        }
+        Ok(())
+    }
+
+    fn end_transaction(&mut self) {
+        self.txn_open = false;
+        self.begun = false;
+        self.server_sps.clear();
+        self.owed_sps.clear();
+        self.owed_rollback_to = None;
+        self.manual_sps.clear();
+        self.needs_rollback = false;
+        self.broken = false;
+        self.lost = false;
+        self.aborted = false;
+    }
+
+    /// Leaves the innermost block, which must be `id` (1.3–1.7, 5.4–5.6, 9.3, 9.4).
+    pub(crate) fn exit(&mut self, id: u64, outcome: Outcome) -> Result<ExitPlan<H>, ErrorKind> {
+        if self.top_block() != Some(id) {
+            return Err(ErrorKind::ConcurrentBlocks);
+        }
+        let frame = self.blocks.pop().expect("checked above");
+        let failed = outcome == Outcome::Failed || self.needs_rollback;
+        let mut plan = ExitPlan::nothing();
+        match frame.kind {
+            Kind::Nested | Kind::ManualOutermost => {
+                if !failed {
+                    if let Some(sp) = frame.savepoint {
+                        self.release(sp)?;
+                    }
+                } else {
+                    self.needs_rollback = false;
+                    match frame.savepoint {
+                        Some(sp) if !self.broken => self.rollback_to(sp, frame.hooks_mark)?,
+                        _ => self.needs_rollback = true,
+                    }
+                }
+                if frame.kind == Kind::ManualOutermost && self.lost {
+                    plan.error = Some(ErrorKind::ConnectionLost);
+                }
+            }
+            Kind::Outermost | Kind::Test => {
+                let commit = frame.kind == Kind::Outermost && !failed && !self.broken;
+                if self.lost {
+                    plan.error = Some(ErrorKind::ConnectionLost);
+                } else if commit && self.begun {
+                    if let Some(sp) = self.owed_rollback_to.take() {
+                        plan.stmts.push(Control::RollbackTo(sp));
+                        self.aborted = false;
+                    }
+                    if self.aborted {
+                        plan.stmts = vec![Control::Rollback];
+                        plan.error = Some(ErrorKind::Aborted);
+                    } else {
+                        plan.stmts.push(Control::Commit);
+                        plan.hooks = std::mem::take(&mut self.hooks);
+                    }
+                } else if commit {
+                    // Nothing was sent: the transaction commits trivially.
+                    plan.hooks = std::mem::take(&mut self.hooks);
+                } else if self.begun {
+                    plan.stmts.push(Control::Rollback);
+                }
+                plan.close_connection = self.broken && !self.lost;
+                self.hooks.clear();
+                plan.ends_transaction = true;
+                self.end_transaction();
+            }
+        }
+        Ok(plan)
+    }
+
+    /// The block ended with `Ok`: does it leave in failure because of the rollback flag (2.2)?
+    pub(crate) fn get_rollback(&self) -> Result<bool, ErrorKind> {
+        if !self.in_block() {
+            return Err(ErrorKind::OutsideBlock("get_rollback"));
+        }
+        Ok(self.needs_rollback)
+    }
+
+    /// 2.1, 2.3.
+    pub(crate) fn set_rollback(&mut self, on: bool) -> Result<(), ErrorKind> {
+        if !self.in_block() {
+            return Err(ErrorKind::OutsideBlock("set_rollback"));
+        }
+        self.needs_rollback = on;
+        Ok(())
+    }
+
+    /// Records a hook (5.1–5.3).
+    pub(crate) fn on_commit(&mut self, hook: H) -> Result<HookDisposition<H>, ErrorKind> {
+        if self.in_block() {
+            self.hooks.push(hook);
+            Ok(HookDisposition::Registered)
+        } else if !self.autocommit {
+            Err(ErrorKind::OnCommitInManualMode)
+        } else {
+            Ok(HookDisposition::RunNow(hook))
+        }
+    }
+
+    /// 4.2, 4.3.
+    pub(crate) fn set_autocommit(&mut self, on: bool) -> Result<(), ErrorKind> {
+        if self.in_block() {
+            return Err(ErrorKind::InsideBlock("set_autocommit"));
+        }
+        if on && self.txn_open {
+            return Err(ErrorKind::TransactionOpen);
+        }
+        self.autocommit = on;
+        Ok(())
+    }
+
+    /// Manual `commit()` (4.2, 4.3): commits the manual transaction, if any.
+    pub(crate) fn commit(&mut self) -> Result<ExitPlan<H>, ErrorKind> {
+        if self.in_block() {
+            return Err(ErrorKind::InsideBlock("commit"));
+        }
+        let mut plan = ExitPlan::nothing();
+        if !self.txn_open {
+            return Ok(plan);
+        }
+        plan.ends_transaction = true;
+        if self.lost {
+            plan.error = Some(ErrorKind::ConnectionLost);
+        } else if self.broken || self.needs_rollback || self.aborted {
+            if self.begun {
+                plan.stmts.push(Control::Rollback);
+            }
+            plan.error = Some(if self.aborted {
+                ErrorKind::Aborted
+            } else {
+                ErrorKind::Doomed
+            });
+            plan.close_connection = self.broken;
+        } else if self.begun {
+            if let Some(sp) = self.owed_rollback_to.take() {
+                plan.stmts.push(Control::RollbackTo(sp));
+            }
+            plan.stmts.push(Control::Commit);
+            plan.hooks = std::mem::take(&mut self.hooks);
+        } else {
+            plan.hooks = std::mem::take(&mut self.hooks);
+        }
+        self.hooks.clear();
+        self.end_transaction();
+        Ok(plan)
+    }
+
+    /// Manual `rollback()`.
+    pub(crate) fn rollback(&mut self) -> Result<ExitPlan<H>, ErrorKind> {
+        if self.in_block() {
+            return Err(ErrorKind::InsideBlock("rollback"));
+        }
+        let mut plan = ExitPlan::nothing();
+        if self.txn_open {
+            if self.begun && !self.lost {
+                plan.stmts.push(Control::Rollback);
+            }
+            plan.close_connection = self.broken && !self.lost;
+            plan.ends_transaction = true;
+            self.hooks.clear();
+            self.end_transaction();
+        }
+        Ok(plan)
+    }
+
+    /// `savepoint()` (4.4): `None` when no transaction can hold one.
+    pub(crate) fn savepoint(&mut self) -> Option<SpId> {
+        if !self.in_block() && self.autocommit {
+            return None;
+        }
+        self.txn_open = true;
+        let sp = self.alloc_sp();
+        self.manual_sps.push((sp, self.hooks.len()));
+        Some(sp)
+    }
+
+    fn manual_sp(&self, sp: SpId) -> Result<usize, ErrorKind> {
+        let floor = self
+            .blocks
+            .iter()
+            .filter_map(|b| b.savepoint)
+            .max()
+            .unwrap_or(SpId(0));
+        self.manual_sps
+            .iter()
+            .find(|(id, _)| *id == sp && *id > floor)
+            .map(|(_, mark)| *mark)
+            .ok_or(ErrorKind::InvalidSavepoint(sp.0))
+    }
+
+    /// `savepoint_rollback(id)` (4.4, 5.4).
+    pub(crate) fn savepoint_rollback(&mut self, sp: SpId) -> Result<(), ErrorKind> {
+        let mark = self.manual_sp(sp)?;
+        self.rollback_to(sp, mark)
+    }
+
+    /// `savepoint_commit(id)` (4.4).
+    pub(crate) fn savepoint_commit(&mut self, sp: SpId) -> Result<(), ErrorKind> {
+        self.manual_sp(sp)?;
+        self.release(sp)
+    }
+
+    /// `clean_savepoints()` (4.4): ids restart from the next transaction on.
+    pub(crate) fn clean_savepoints(&mut self) {
+        self.reset_sp_counter = true;
+    }
+
+    /// The task's scope ended: an open manual transaction must be rolled back.
+    pub(crate) fn scope_end(&mut self) -> bool {
+        let must_rollback = self.txn_open && self.begun && !self.lost;
+        self.hooks.clear();
+        self.blocks.clear();
+        self.end_transaction();
+        must_rollback
+    }
+}
+
+#[cfg(test)]
+mod tests;
