@@ -157,7 +157,9 @@ impl Atomic {
         };
         let outcome = frame
             .child(entry.index, id)
-            .scope(AssertUnwindSafe(body).catch_unwind())
+            // Boxed: nested blocks otherwise build futures large enough to overflow the stack
+            // in debug builds.
+            .scope(Box::pin(AssertUnwindSafe(body).catch_unwind()))
             .await;
         guard.armed = false;
         exit(&actx, id, depth, outcome).await

@@ -1,0 +1,20 @@
+//! The behavioural suite of SEMANTICS.md, written once (tests/suite/rules.rs) and run on SQLite,
+//! PostgreSQL and MariaDB. Each test names the rule it pins.
+
+mod common;
+
+macro_rules! backend_suite {
+    ($module:ident, $db:ty, $backend:expr) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use crate::common::{Backend, Fx};
+            type DB = $db;
+            const B: Backend = $backend;
+            include!("suite/rules.rs");
+        }
+    };
+}
+
+backend_suite!(sqlite, sqlx::Sqlite, Backend::Sqlite);
+backend_suite!(postgres, sqlx::Postgres, Backend::Postgres);
+backend_suite!(mysql, sqlx::MySql, Backend::MySql);

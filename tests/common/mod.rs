@@ -1,0 +1,338 @@
+//! The test harness: one process-wide runtime, the databases by alias, a table per test, a hook
+//! log, and the server-side checks that no pooled connection is left inside a transaction.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::time::Duration;
+
+use sqlx_atomic::{Database, Databases};
+
+/// The backends the suite runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+impl Backend {
+    /// The alias the suite uses for this backend.
+    pub fn alias(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "pg",
+            Backend::MySql => "my",
+        }
+    }
+
+    /// A second alias of the same backend, with a pool of one connection.
+    pub fn single(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite1",
+            Backend::Postgres => "pg1",
+            Backend::MySql => "my1",
+        }
+    }
+
+    fn env(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => "SQLX_ATOMIC_TEST_POSTGRES_URL",
+            Backend::MySql => "SQLX_ATOMIC_TEST_MYSQL_URL",
+        }
+    }
+
+    fn default_url(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => "postgres://postgres@127.0.0.1:5432/test",
+            Backend::MySql => "mysql://root@127.0.0.1:3306/test",
+        }
+    }
+}
+
+/// One runtime for the whole test binary: pools hold sockets registered with it.
+pub static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .thread_stack_size(8 << 20)
+        .enable_all()
+        .build()
+        .expect("runtime")
+});
+
+struct Setup {
+    available: Vec<Backend>,
+}
+
+static SETUP: OnceLock<Setup> = OnceLock::new();
+
+fn sqlite_path(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("sqlx-atomic-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(format!("{name}.db"));
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
+async fn sqlite_db(name: &str, max: u32) -> Database {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+    use std::str::FromStr;
+    let opts = SqliteConnectOptions::from_str(&sqlite_path(name))
+        .expect("sqlite url")
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(60));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(max)
+        .connect_lazy_with(opts);
+    // Writers take the lock at BEGIN, so parallel tests queue instead of failing with BUSY_SNAPSHOT.
+    Database::from_pool(pool).begin_statement("BEGIN IMMEDIATE")
+}
+
+async fn reachable(b: Backend, url: &str) -> Result<(), String> {
+    let t = Duration::from_secs(5);
+    let r = match b {
+        Backend::Postgres => tokio::time::timeout(t, async {
+            use sqlx::Connection;
+            sqlx::PgConnection::connect(url).await.map(drop)
+        })
+        .await,
+        Backend::MySql => tokio::time::timeout(t, async {
+            use sqlx::Connection;
+            sqlx::MySqlConnection::connect(url).await.map(drop)
+        })
+        .await,
+        Backend::Sqlite => return Ok(()),
+    };
+    match r {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+fn setup() -> &'static Setup {
+    SETUP.get_or_init(|| {
+        RT.block_on(async {
+            let mut dbs = Databases::new()
+                .add("sqlite", sqlite_db("main", 8).await)
+                .add("sqlite1", sqlite_db("main", 1).await)
+                .add("default", sqlite_db("default", 4).await)
+                .add("other", sqlite_db("other", 4).await);
+            let mut available = vec![Backend::Sqlite];
+            let mut skipped = Vec::new();
+            let ci = std::env::var("CI").map(|v| v == "true").unwrap_or(false);
+            for b in [Backend::Postgres, Backend::MySql] {
+                let url = std::env::var(b.env()).unwrap_or_else(|_| b.default_url().to_owned());
+                match reachable(b, &url).await {
+                    Ok(()) => {
+                        let pool_of = |max: u32| -> Database {
+                            match b {
+                                Backend::Postgres => Database::from_pool(
+                                    sqlx::postgres::PgPoolOptions::new()
+                                        .max_connections(max)
+                                        .connect_lazy(&url)
+                                        .expect("postgres url"),
+                                ),
+                                _ => Database::from_pool(
+                                    sqlx::mysql::MySqlPoolOptions::new()
+                                        .max_connections(max)
+                                        .connect_lazy(&url)
+                                        .expect("mysql url"),
+                                ),
+                            }
+                        };
+                        dbs = dbs.add(b.alias(), pool_of(16)).add(b.single(), pool_of(1));
+                        available.push(b);
+                    }
+                    Err(why) => {
+                        if ci {
+                            panic!(
+                                "CI=true and the {b:?} server does not answer ({why}); set {} or start it",
+                                b.env()
+                            );
+                        }
+                        skipped.push(format!(
+                            "{b:?} (set {} to a reachable URL; tried it and got: {why})",
+                            b.env()
+                        ));
+                    }
+                }
+            }
+            if !skipped.is_empty() {
+                // Straight to stderr, past the test harness's capture, once per test binary.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\n*** sqlx-atomic tests: SKIPPING backends whose server does not answer: {} ***\n",
+                    skipped.join("; ")
+                );
+            }
+            dbs.install().expect("install");
+            Setup { available }
+        })
+    })
+}
+
+/// Runs a test body on a backend, or skips it (loudly, once) when its server is not available.
+pub fn run<F, Fut>(b: Backend, f: F)
+where
+    F: FnOnce(Fx) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let s = setup();
+    if !s.available.contains(&b) {
+        return;
+    }
+    // On a worker thread (8 MiB stacks): debug-build futures are large.
+    let task = RT.spawn(async move {
+        let fx = Fx::new(b).await;
+        f(fx.clone()).await;
+        fx.assert_pool_clean(b.alias()).await;
+        fx.drop_table().await;
+    });
+    if let Err(e) = RT.block_on(task) {
+        match e.try_into_panic() {
+            Ok(p) => std::panic::resume_unwind(p),
+            Err(e) => panic!("test task failed: {e}"),
+        }
+    }
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A test's fixture: its own table and hook log.
+#[derive(Clone)]
+pub struct Fx {
+    pub backend: Backend,
+    pub alias: &'static str,
+    pub table: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Fx {
+    async fn new(backend: Backend) -> Fx {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let table = format!("t_{}_{}_{}", std::process::id(), n, nanos);
+        let fx = Fx {
+            backend,
+            alias: backend.alias(),
+            table,
+            log: Arc::new(Mutex::new(Vec::new())),
+        };
+        fx.raw(&format!("CREATE TABLE {} (v INTEGER NOT NULL)", fx.table)).await;
+        fx
+    }
+
+    /// Runs a statement on a fresh pooled connection, outside any context.
+    pub async fn raw(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self.backend {
+            Backend::Sqlite => {
+                let p = sqlx_atomic::pool::<sqlx::Sqlite>(self.alias).unwrap();
+                sqlx::raw_sql(sql).execute(&p).await.unwrap();
+            }
+            Backend::Postgres => {
+                let p = sqlx_atomic::pool::<sqlx::Postgres>(self.alias).unwrap();
+                sqlx::raw_sql(sql).execute(&p).await.unwrap();
+            }
+            Backend::MySql => {
+                let p = sqlx_atomic::pool::<sqlx::MySql>(self.alias).unwrap();
+                sqlx::raw_sql(sql).execute(&p).await.unwrap();
+            }
+        }
+    }
+
+    /// The values in the table, read from a fresh connection outside any transaction.
+    pub async fn committed(&self) -> Vec<i64> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT CAST(v AS {}) FROM {} ORDER BY v", self.bigint(), self.table));
+        match self.backend {
+            Backend::Sqlite => {
+                let p = sqlx_atomic::pool::<sqlx::Sqlite>(self.alias).unwrap();
+                sqlx::query_scalar(sql).fetch_all(&p).await.unwrap()
+            }
+            Backend::Postgres => {
+                let p = sqlx_atomic::pool::<sqlx::Postgres>(self.alias).unwrap();
+                sqlx::query_scalar(sql).fetch_all(&p).await.unwrap()
+            }
+            Backend::MySql => {
+                let p = sqlx_atomic::pool::<sqlx::MySql>(self.alias).unwrap();
+                sqlx::query_scalar(sql).fetch_all(&p).await.unwrap()
+            }
+        }
+    }
+
+    fn bigint(&self) -> &'static str {
+        match self.backend {
+            Backend::MySql => "SIGNED",
+            _ => "BIGINT",
+        }
+    }
+
+    /// A hook that appends `name` to the log.
+    pub fn hook(&self, name: &str) -> impl FnOnce() + Send + 'static {
+        let log = self.log.clone();
+        let name = name.to_owned();
+        move || log.lock().unwrap().push(name)
+    }
+
+    /// The hooks that ran, in order.
+    pub fn ran(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    async fn drop_table(&self) {
+        self.raw(&format!("DROP TABLE {}", self.table)).await;
+    }
+
+    /// Rule 7.3: every idle pooled connection of `alias` is outside any transaction, as the server
+    /// sees it.
+    pub async fn assert_pool_clean(&self, alias: &str) {
+        match self.backend {
+            Backend::Postgres => {
+                let p = sqlx_atomic::pool::<sqlx::Postgres>(alias).unwrap();
+                let mut held = Vec::new();
+                while let Some(mut c) = p.try_acquire() {
+                    // Simple protocol, one statement: outside a transaction it starts its own,
+                    // so the transaction started with this query.
+                    let row = sqlx::raw_sql(
+                        "SELECT (xact_start = query_start)::int FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+                    )
+                    .fetch_one(&mut *c)
+                    .await
+                    .unwrap();
+                    let clean = sqlx::Row::get::<i32, _>(&row, 0) == 1;
+                    assert!(clean, "a pooled PostgreSQL connection is idle in transaction");
+                    held.push(c);
+                }
+            }
+            Backend::MySql => {
+                let p = sqlx_atomic::pool::<sqlx::MySql>(alias).unwrap();
+                let mut held = Vec::new();
+                while let Some(mut c) = p.try_acquire() {
+                    let in_tx: i64 = sqlx::query_scalar("SELECT CAST(@@in_transaction AS SIGNED)")
+                        .fetch_one(&mut *c)
+                        .await
+                        .unwrap();
+                    assert_eq!(in_tx, 0, "a pooled MariaDB connection is inside a transaction");
+                    held.push(c);
+                }
+            }
+            Backend::Sqlite => {
+                let p = sqlx_atomic::pool::<sqlx::Sqlite>(alias).unwrap();
+                let mut held = Vec::new();
+                while let Some(mut c) = p.try_acquire() {
+                    // BEGIN fails inside a transaction.
+                    let began = sqlx::raw_sql("BEGIN").execute(&mut *c).await;
+                    assert!(began.is_ok(), "a pooled SQLite connection is inside a transaction");
+                    sqlx::raw_sql("ROLLBACK").execute(&mut *c).await.unwrap();
+                    held.push(c);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,748 @@
+// Included once per backend by tests/behaviour.rs, with `DB` and `B` in scope.
+use std::sync::Arc;
+use sqlx::AssertSqlSafe;
+use sqlx_atomic::{Atomic, Error, ErrorKind, Handle, Scope};
+
+macro_rules! t {
+    ($name:ident, |$fx:ident| $body:block) => {
+        #[test]
+        fn $name() {
+            crate::common::run(B, |$fx: Fx| async move $body)
+        }
+    };
+}
+
+fn db() -> Handle<DB> {
+    Handle::new(B.alias())
+}
+
+fn atomic() -> Atomic {
+    Atomic::new().using(B.alias())
+}
+
+async fn ins(fx: &Fx, v: i64) -> Result<(), Error> {
+    sqlx::query(AssertSqlSafe(format!("INSERT INTO {} (v) VALUES ({v})", fx.table)))
+        .execute(db())
+        .await?;
+    Ok(())
+}
+
+/// A statement that fails on every backend (NOT NULL violation).
+async fn bad(fx: &Fx) -> Result<(), Error> {
+    sqlx::query(AssertSqlSafe(format!("INSERT INTO {} (v) VALUES (NULL)", fx.table)))
+        .execute(db())
+        .await?;
+    Ok(())
+}
+
+async fn count_in_tx(fx: &Fx) -> Result<i64, Error> {
+    Ok(sqlx::query_scalar::<_, i64>(AssertSqlSafe(format!("SELECT COUNT(*) FROM {}", fx.table)))
+        .fetch_one(db())
+        .await?)
+}
+
+fn boom() -> Error {
+    Error::from(sqlx::Error::RowNotFound)
+}
+
+fn on_commit<M, H: sqlx_atomic::IntoHook<M>>(h: H) -> sqlx_atomic::OnCommit {
+    sqlx_atomic::on_commit(h).using(B.alias())
+}
+
+t!(rule_1_1_outermost_block_commits, |fx| {
+    atomic().run(async { ins(&fx, 1).await }).await.unwrap();
+    assert_eq!(fx.committed().await, [1]);
+});
+
+t!(rule_1_1_uncommitted_rows_are_invisible_outside, |fx| {
+    atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            assert_eq!(count_in_tx(&fx).await?, 1);
+            assert_eq!(fx.committed().await, Vec::<i64>::new());
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(fx.committed().await, [1]);
+});
+
+t!(rule_1_2_nested_failure_undoes_only_inner_work, |fx| {
+    atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            let inner = atomic()
+                .run(async {
+                    ins(&fx, 2).await?;
+                    Err::<(), _>(boom())
+                })
+                .await;
+            assert!(inner.is_err());
+            ins(&fx, 3).await
+        })
+        .await
+        .unwrap();
+    assert_eq!(fx.committed().await, [1, 3]);
+});
+
+t!(rule_1_3_nested_success_is_kept, |fx| {
+    atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            atomic().run(async { ins(&fx, 2).await }).await
+        })
+        .await
+        .unwrap();
+    assert_eq!(fx.committed().await, [1, 2]);
+});
+
+t!(rule_1_4_failure_without_savepoint_dooms_the_outer_block, |fx| {
+    let r = atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            let inner = atomic()
+                .savepoint(false)
+                .run(async {
+                    ins(&fx, 2).await?;
+                    Err::<(), _>(boom())
+                })
+                .await;
+            assert!(inner.is_err());
+            assert!(sqlx_atomic::using(B.alias()).get_rollback()?);
+            Ok::<_, Error>(7)
+        })
+        .await;
+    assert_eq!(r.unwrap(), 7);
+    assert_eq!(fx.committed().await, Vec::<i64>::new());
+});
+
+t!(rule_1_4_outermost_err_rolls_back, |fx| {
+    let r: Result<(), Error> = atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            Err(boom())
+        })
+        .await;
+    assert!(r.is_err());
+    assert_eq!(fx.committed().await, Vec::<i64>::new());
+});
+
+t!(rule_1_4_panic_rolls_back_and_propagates, |fx| {
+    let f2 = fx.clone();
+    let joined = tokio::spawn(async move {
+        atomic()
+            .run(async {
+                ins(&f2, 1).await?;
+                on_commit(f2.hook("never")).await?;
+                if f2.table.len() > 1 {
+                    panic!("user panic");
+                }
+                Ok::<_, Error>(())
+            })
+            .await
+    })
+    .await;
+    assert!(joined.unwrap_err().is_panic());
+    assert_eq!(fx.committed().await, Vec::<i64>::new());
+    assert!(fx.ran().is_empty());
+});
+
+#[derive(Debug, PartialEq)]
+enum AppError {
+    Db(String),
+    Mine(&'static str),
+}
+impl From<Error> for AppError {
+    fn from(e: Error) -> Self {
+        AppError::Db(e.to_string())
+    }
+}
+
+t!(rule_1_5_user_error_reaches_caller_unchanged, |fx| {
+    let r: Result<(), AppError> = atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            Err(AppError::Mine("mine"))
+        })
+        .await;
+    assert_eq!(r, Err(AppError::Mine("mine")));
+    assert_eq!(fx.committed().await, Vec::<i64>::new());
+});
+
+t!(rule_1_8_durable_block_cannot_nest, |fx| {
+    atomic()
+        .run(async {
+            let r = atomic().durable(true).run(async { ins(&fx, 1).await }).await;
+            let e = r.unwrap_err();
+            assert!(matches!(e.kind(), ErrorKind::DurableNested), "{e}");
+            assert!(e.to_string().contains(B.alias()), "{e}");
+            ins(&fx, 2).await
+        })
+        .await
+        .unwrap();
+    atomic().durable(true).run(async { ins(&fx, 3).await }).await.unwrap();
+    assert_eq!(fx.committed().await, [2, 3]);
+});
+
+t!(rule_2_1_rollback_flag_outside_block_is_an_error, |_fx| {
+    let a = sqlx_atomic::using(B.alias());
+    let e = a.set_rollback(true).unwrap_err();
+    assert!(e.to_string().contains("only works inside an atomic block"), "{e}");
+    assert!(a.get_rollback().is_err());
+});
+
+t!(rule_2_2_set_rollback_rolls_back_but_returns_ok, |fx| {
+    let r = atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            on_commit(fx.hook("h")).await?;
+            sqlx_atomic::using(B.alias()).set_rollback(true)?;
+            Ok::<_, Error>("value")
+        })
+        .await;
+    assert_eq!(r.unwrap(), "value");
+    assert_eq!(fx.committed().await, Vec::<i64>::new());
+    assert!(fx.ran().is_empty());
+});
+
+t!(rule_2_3_clearing_the_flag_is_the_users_choice, |fx| {
+    // A failed *client-side* step inside a savepoint-less block, flag cleared: the outer commits.
+    atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            let _ = atomic()
+                .savepoint(false)
+                .run(async { Err::<(), _>(boom()) })
+                .await;
+            sqlx_atomic::using(B.alias()).set_rollback(false)?;
+            ins(&fx, 2).await
+        })
+        .await
+        .unwrap();
+    assert_eq!(fx.committed().await, [1, 2]);
+});
+
+t!(rule_3_1_doomed_block_refuses_queries, |fx| {
+    let r = atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            let _ = bad(&fx).await; // ignored error dooms the block (3.2)
+            let e = ins(&fx, 2).await.unwrap_err();
+            assert!(matches!(e.kind(), ErrorKind::Doomed), "{e}");
+            assert!(e.to_string().contains("doomed"), "{e}");
+            Ok::<_, Error>(())
+        })
+        .await;
+    assert!(r.is_ok());
+    assert_eq!(fx.committed().await, Vec::<i64>::new());
+});
+
+t!(rule_3_2_caught_error_in_savepoint_lets_outer_go_on, |fx| {
+    atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            let r = atomic()
+                .run(async {
+                    ins(&fx, 2).await?;
+                    bad(&fx).await
+                })
+                .await;
+            assert!(r.unwrap_err().is_database());
+            ins(&fx, 3).await
+        })
+        .await
+        .unwrap();
+    assert_eq!(fx.committed().await, [1, 3]);
+});
+
+t!(rule_4_1_autocommit_outside_blocks, |fx| {
+    ins(&fx, 1).await.unwrap();
+    let _ = bad(&fx).await;
+    ins(&fx, 2).await.unwrap();
+    assert_eq!(fx.committed().await, [1, 2]);
+});
+
+t!(rule_4_2_manual_mode_commit_and_rollback, |fx| {
+    sqlx_atomic::scope(async {
+        let a = sqlx_atomic::using(B.alias());
+        a.set_autocommit(false)?;
+        assert!(!a.get_autocommit()?);
+        ins(&fx, 1).await?;
+        assert_eq!(fx.committed().await, Vec::<i64>::new());
+        a.commit().await?;
+        assert_eq!(fx.committed().await, [1]);
+        ins(&fx, 2).await?;
+        a.rollback().await?;
+        ins(&fx, 3).await?;
+        // An outermost block in manual mode acts as a nested one: no commit on exit.
+        a.atomic().run(async { ins(&fx, 4).await }).await?;
+        assert_eq!(fx.committed().await, [1]);
+        a.commit().await?;
+        ins(&fx, 5).await?; // left uncommitted: rolled back when the scope ends
+        Ok::<_, Error>(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(fx.committed().await, [1, 3, 4]);
+});
+
+t!(rule_4_3_manual_control_forbidden_inside_block, |_fx| {
+    atomic()
+        .run(async {
+            let a = sqlx_atomic::using(B.alias());
+            for e in [
+                a.commit().await.unwrap_err(),
+                a.rollback().await.unwrap_err(),
+                a.set_autocommit(false).unwrap_err(),
+            ] {
+                assert!(e.to_string().contains("forbidden while an atomic block is active"), "{e}");
+            }
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap();
+});
+
+t!(rule_4_4_savepoint_api, |fx| {
+    let a = sqlx_atomic::using(B.alias());
+    assert_eq!(a.savepoint().unwrap(), None);
+    atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            let sp = a.savepoint()?.expect("in a transaction");
+            ins(&fx, 2).await?;
+            on_commit(fx.hook("dropped")).await?;
+            a.savepoint_rollback(sp)?;
+            let sp2 = a.savepoint()?.unwrap();
+            ins(&fx, 3).await?;
+            on_commit(fx.hook("kept")).await?;
+            a.savepoint_commit(sp2)?;
+            assert!(a.savepoint_rollback(sp2).is_err());
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(fx.committed().await, [1, 3]);
+    assert_eq!(fx.ran(), ["kept"]);
+});
+
+t!(rule_5_1_hooks_wait_for_the_commit, |fx| {
+    atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            on_commit(fx.hook("a")).await?;
+            assert!(fx.ran().is_empty());
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(fx.ran(), ["a"]);
+});
+
+t!(rule_5_2_hook_outside_block_runs_at_once, |fx| {
+    on_commit(fx.hook("now")).await.unwrap();
+    assert_eq!(fx.ran(), ["now"]);
+});
+
+t!(rule_5_3_on_commit_in_manual_mode_is_an_error, |fx| {
+    sqlx_atomic::scope(async {
+        let a = sqlx_atomic::using(B.alias());
+        a.set_autocommit(false).unwrap();
+        let e = on_commit(fx.hook("x")).await.unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::OnCommitInManualMode), "{e}");
+        a.set_autocommit(true).unwrap();
+    })
+    .await;
+});
+
+t!(rule_5_4_savepoint_rollback_discards_its_hooks, |fx| {
+    atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            on_commit(fx.hook("outer")).await?;
+            let _ = atomic()
+                .run(async {
+                    ins(&fx, 2).await?;
+                    on_commit(fx.hook("inner")).await?;
+                    atomic()
+                        .run(async { on_commit(fx.hook("innermost")).await })
+                        .await?;
+                    Err::<(), _>(boom())
+                })
+                .await;
+            atomic().run(async { on_commit(fx.hook("released")).await }).await
+        })
+        .await
+        .unwrap();
+    assert_eq!(fx.ran(), ["outer", "released"]);
+});
+
+t!(rule_5_5_transaction_rollback_discards_hooks, |fx| {
+    let _ = atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            on_commit(fx.hook("a")).await?;
+            Err::<(), _>(boom())
+        })
+        .await;
+    assert!(fx.ran().is_empty());
+});
+
+t!(rule_5_6_hooks_run_in_order_after_commit_and_may_register_more, |fx| {
+    let f2 = fx.clone();
+    atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            on_commit(fx.hook("first")).await?;
+            let f3 = f2.clone();
+            on_commit(move || async move {
+                // Runs after the commit: the row is visible from a fresh connection.
+                assert_eq!(f3.committed().await, [1]);
+                f3.log.lock().unwrap().push("second".into());
+                // Outside any block now: runs at once.
+                on_commit(f3.hook("nested-now")).await?;
+                Ok::<_, Error>(())
+            })
+            .await?;
+            atomic().run(async { on_commit(fx.hook("third")).await }).await
+        })
+        .await
+        .unwrap();
+    assert_eq!(fx.ran(), ["first", "second", "nested-now", "third"]);
+});
+
+t!(rule_5_7_failing_hook_stops_the_rest_robust_does_not, |fx| {
+    let r = atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            on_commit(fx.hook("a")).await?;
+            on_commit(|| Err::<(), _>("robust failure")).robust().name("r").await?;
+            on_commit(fx.hook("b")).await?;
+            on_commit(|| Err::<(), _>("bad hook")).name("failing").await?;
+            on_commit(fx.hook("never")).await?;
+            Ok::<_, Error>(())
+        })
+        .await;
+    let e = r.unwrap_err();
+    assert!(e.to_string().contains("failing"), "{e}");
+    assert_eq!(fx.ran(), ["a", "b"]);
+    assert_eq!(fx.committed().await, [1], "the data stays committed");
+});
+
+t!(rule_5_8_hooks_of_aliases_are_independent, |fx| {
+    sqlx_atomic::Atomic::new()
+        .using("other")
+        .run(async {
+            atomic()
+                .run(async {
+                    ins(&fx, 1).await?;
+                    on_commit(fx.hook("mine")).await?;
+                    sqlx_atomic::on_commit(fx.hook("other")).using("other").await
+                })
+                .await?;
+            assert_eq!(fx.ran(), ["mine"]);
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(fx.ran(), ["mine", "other"]);
+});
+
+t!(rule_6_1_using_selects_the_alias, |fx| {
+    // A block on "other" leaves this alias in autocommit.
+    sqlx_atomic::Atomic::new()
+        .using("other")
+        .run(async {
+            ins(&fx, 1).await?;
+            sqlx_atomic::set_rollback(false).err(); // "default" has no block: an error, ignored
+            sqlx_atomic::using("other").set_rollback(true)
+        })
+        .await
+        .unwrap();
+    assert_eq!(fx.committed().await, [1]);
+});
+
+t!(rule_6_2_rollback_on_one_alias_leaves_the_other, |fx| {
+    atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            let r = sqlx_atomic::Atomic::new()
+                .using("other")
+                .run(async { Err::<(), _>(boom()) })
+                .await;
+            assert!(r.is_err());
+            ins(&fx, 2).await
+        })
+        .await
+        .unwrap();
+    assert_eq!(fx.committed().await, [1, 2]);
+});
+
+t!(rule_6_3_unknown_alias_is_an_error_naming_it, |_fx| {
+    let e = Atomic::new()
+        .using("nope")
+        .run(async { Ok::<_, Error>(()) })
+        .await
+        .unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::UnknownAlias));
+    assert!(e.to_string().contains("`nope`"), "{e}");
+    let q = sqlx::query("SELECT 1").execute(Handle::<DB>::new("nope")).await;
+    assert!(Error::from(q.unwrap_err()).to_string().contains("`nope`"));
+});
+
+t!(rule_7_1_cancelled_outermost_block_rolls_back, |fx| {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let f2 = fx.clone();
+    let fut = atomic().run(async move {
+        ins(&f2, 1).await?;
+        on_commit(f2.hook("never")).await?;
+        let _ = rx.await; // never completes: the block is cancelled here
+        Ok::<_, Error>(())
+    });
+    let r = tokio::time::timeout(std::time::Duration::from_millis(200), fut).await;
+    assert!(r.is_err(), "timed out = cancelled");
+    drop(tx);
+    assert_eq!(fx.committed().await, Vec::<i64>::new());
+    assert!(fx.ran().is_empty());
+    // The next transaction on this task works.
+    atomic().run(async { ins(&fx, 2).await }).await.unwrap();
+    assert_eq!(fx.committed().await, [2]);
+});
+
+t!(rule_7_1_cancelled_nested_block_is_rolled_back_before_outer_goes_on, |fx| {
+    atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+            let inner = atomic().run(async {
+                ins(&fx, 2).await?;
+                on_commit(fx.hook("cancelled")).await?;
+                let _ = ready_tx.send(());
+                std::future::pending::<()>().await;
+                Ok::<_, Error>(())
+            });
+            // The inner block is dropped once it has inserted and registered its hook.
+            tokio::select! {
+                r = inner => panic!("inner finished: {r:?}"),
+                _ = ready_rx => {}
+            }
+            on_commit(fx.hook("outer")).await?;
+            ins(&fx, 3).await
+        })
+        .await
+        .unwrap();
+    assert_eq!(fx.committed().await, [1, 3]);
+    assert_eq!(fx.ran(), ["outer"]);
+});
+
+t!(rule_7_1_cancelled_in_flight_control_statement_closes_the_connection, |fx| {
+    // Poll the block just once: its BEGIN is in flight when it is dropped.
+    let f2 = fx.clone();
+    let mut fut = Box::pin(atomic().run(async move { ins(&f2, 1).await }));
+    let _ = futures::future::poll_immediate(&mut fut).await;
+    drop(fut);
+    assert_eq!(fx.committed().await, Vec::<i64>::new());
+    atomic().run(async { ins(&fx, 2).await }).await.unwrap();
+    assert_eq!(fx.committed().await, [2]);
+});
+
+t!(rule_7_4_spawned_task_does_not_see_the_block, |fx| {
+    atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            let f2 = fx.clone();
+            // Runs in autocommit, on another connection: it does not see the uncommitted row.
+            let seen = tokio::spawn(async move {
+                let a = sqlx_atomic::using(B.alias());
+                (a.in_atomic_block().unwrap(), f2.committed().await)
+            })
+            .await
+            .unwrap();
+            assert_eq!(seen, (false, vec![]));
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap();
+});
+
+t!(rule_7_4_join_branches_share_the_connection_serialized, |fx| {
+    atomic()
+        .run(async {
+            let (a, b) = tokio::join!(ins(&fx, 1), ins(&fx, 2));
+            a?;
+            b?;
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(fx.committed().await, [1, 2]);
+});
+
+t!(rule_7_4_concurrent_blocks_in_join_are_refused, |fx| {
+    let r = atomic()
+        .run(async {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let first = atomic().run(async {
+                ins(&fx, 1).await?;
+                let _ = rx.await;
+                Ok::<_, Error>(())
+            });
+            let second = async {
+                tokio::task::yield_now().await;
+                let r = atomic().run(async { ins(&fx, 2).await }).await;
+                let _ = tx.send(());
+                r
+            };
+            let (a, b) = tokio::join!(first, second);
+            a?;
+            let e = b.unwrap_err();
+            assert!(matches!(e.kind(), ErrorKind::ConcurrentBlocks), "{e}");
+            Ok::<_, Error>(())
+        })
+        .await;
+    r.unwrap();
+    assert_eq!(fx.committed().await, [1]);
+});
+
+t!(rule_7_5_stream_held_open_then_query_is_refused_not_hung, |fx| {
+    use futures::TryStreamExt;
+    atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            ins(&fx, 2).await?;
+            let sql = format!("SELECT v FROM {}", fx.table);
+            let mut s = sqlx::query(AssertSqlSafe(sql)).fetch(db());
+            let _first = s.try_next().await?;
+            let e = ins(&fx, 3).await.unwrap_err();
+            assert!(matches!(e.kind(), ErrorKind::Busy), "{e}");
+            drop(s);
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap_err(); // the refused query doomed the block
+    assert_eq!(fx.committed().await, Vec::<i64>::new());
+});
+
+t!(rule_7_5_fetch_variants_work_in_and_out_of_blocks, |fx| {
+    use futures::TryStreamExt;
+    for v in 1..=3 {
+        ins(&fx, v).await.unwrap();
+    }
+    let sql = format!("SELECT CAST(v AS {}) FROM {} ORDER BY v", if B == Backend::MySql { "SIGNED" } else { "BIGINT" }, fx.table);
+    let check = || async {
+        let all: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(sql.clone())).fetch_all(db()).await?;
+        let one: i64 = sqlx::query_scalar(AssertSqlSafe(sql.clone())).fetch_one(db()).await?;
+        let opt: Option<i64> = sqlx::query_scalar(AssertSqlSafe(sql.clone())).fetch_optional(db()).await?;
+        let streamed: Vec<i64> = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.clone())).fetch(db()).try_collect().await?;
+        assert_eq!((all.clone(), one, opt, streamed), (vec![1, 2, 3], 1, Some(1), vec![1, 2, 3]));
+        Ok::<_, Error>(())
+    };
+    check().await.unwrap();
+    atomic().run(check()).await.unwrap();
+});
+
+/// The 14 programs of django-statement-counts.md, recorded through the library.
+async fn programs(fx: &Fx) -> Vec<usize> {
+    let mut counts = Vec::new();
+    macro_rules! p {
+        ($body:expr) => {{
+            let (r, log) = Scope::new().record_statements().run($body).await;
+            let _ = r;
+            counts.push(log.iter().filter(|s| s.alias == B.alias()).count());
+        }};
+    }
+    let f = fx;
+    p!(atomic().run(async { ins(f, 1).await }));
+    p!(atomic().run(async { Ok::<_, Error>(()) }));
+    p!(atomic().run(async { ins(f, 1).await?; ins(f, 1).await?; ins(f, 1).await }));
+    p!(atomic().run(async { ins(f, 1).await?; atomic().run(async { ins(f, 1).await }).await }));
+    p!(atomic().run(async { ins(f, 1).await?; atomic().run(async { Ok::<_, Error>(()) }).await }));
+    p!(atomic().run(async { atomic().run(async { atomic().run(async { ins(f, 1).await }).await }).await }));
+    p!(atomic().run(async {
+        ins(f, 1).await?;
+        let _ = atomic().run(async { ins(f, 1).await?; Err::<(), _>(boom()) }).await;
+        Ok::<_, Error>(())
+    }));
+    p!(atomic().run(async { ins(f, 1).await?; atomic().savepoint(false).run(async { ins(f, 1).await }).await }));
+    p!(atomic().run(async {
+        ins(f, 1).await?;
+        let _ = atomic().savepoint(false).run(async { ins(f, 1).await?; Err::<(), _>(boom()) }).await;
+        Ok::<_, Error>(())
+    }));
+    p!(atomic().run(async { ins(f, 1).await?; Err::<(), _>(boom()) }));
+    p!(atomic().run(async {
+        ins(f, 1).await?;
+        on_commit(|| ()).await?;
+        atomic().run(async { ins(f, 1).await?; on_commit(|| ()).await }).await
+    }));
+    p!(atomic().run(async {
+        for _ in 0..5 {
+            atomic().run(async { ins(f, 1).await }).await?;
+        }
+        Ok::<_, Error>(())
+    }));
+    p!(atomic().run(async { count_in_tx(f).await.map(drop) }));
+    p!(ins(f, 1));
+    counts
+}
+
+t!(rule_9_5_django_programs_cost_59_statements, |fx| {
+    let counts = programs(&fx).await;
+    assert_eq!(counts, [3, 0, 5, 5, 3, 5, 6, 4, 4, 3, 5, 12, 3, 1]);
+    assert_eq!(counts.iter().sum::<usize>(), 59);
+    // Rows left: 1+3+2+1+1+1+2+0+0+2+5+0+1 = 19 (as Django).
+    assert_eq!(fx.committed().await.len(), 19);
+});
+
+t!(rule_9_1_block_without_query_sends_nothing, |_fx| {
+    let (_, log) = Scope::new()
+        .record_statements()
+        .run(atomic().run(async {
+            atomic().run(async { atomic().savepoint(false).run(async { Ok::<_, Error>(()) }).await }).await?;
+            let _ = atomic().run(async { Err::<(), _>(boom()) }).await;
+            Ok::<_, Error>(())
+        }))
+        .await;
+    assert!(log.is_empty(), "{log:?}");
+});
+
+t!(rule_9_4_thousand_sibling_blocks, |fx| {
+    let (r, log) = Scope::new()
+        .record_statements()
+        .run(atomic().run(async {
+            for i in 0..1000 {
+                atomic().run(async { ins(&fx, i).await }).await?;
+            }
+            Ok::<_, Error>(())
+        }))
+        .await;
+    r.unwrap();
+    let releases = log.iter().filter(|s| s.sql.starts_with("RELEASE")).count();
+    assert_eq!((log.len(), releases), (2032, 30));
+    assert_eq!(fx.committed().await.len(), 1000);
+});
+
+t!(rule_7_3_pool_is_clean_after_many_exits, |fx| {
+    let alias = B.single();
+    let db1 = Handle::<DB>::new(alias);
+    let ins1 = |v: i64| {
+        let db1 = db1.clone();
+        let sql = format!("INSERT INTO {} (v) VALUES ({v})", fx.table);
+        async move { sqlx::query(AssertSqlSafe(sql)).execute(db1).await.map(drop).map_err(Error::from) }
+    };
+    let a = Atomic::new().using(alias);
+    a.clone().run(async { ins1(1).await }).await.unwrap();
+    let _ = a.clone().run(async { ins1(2).await?; Err::<(), _>(boom()) }).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(50), a.clone().run(async {
+        ins1(3).await?;
+        std::future::pending::<()>().await;
+        Ok::<_, Error>(())
+    })).await;
+    // The single connection must come back clean each time: this query would otherwise see row 3.
+    a.clone().run(async { ins1(4).await }).await.unwrap();
+    fx.assert_pool_clean(alias).await;
+    assert_eq!(fx.committed().await, [1, 4]);
+});
+
+#[allow(dead_code)]
+fn _uses(_: Arc<()>) {}
