@@ -132,13 +132,21 @@ async fn target<DB: Backend>(alias: &str) -> Result<(Target<DB>, Option<Arc<Alia
             return Ok((Target::Pool(pool.clone()), rec));
         }
     }
-    let mut lease = actx.lease().await?;
+    let mut lease = match actx.lease().await {
+        Ok(l) => l,
+        Err(e) => {
+            // A refused query still dooms the block (3.2): its caller may ignore the error.
+            actx.state().query_failed(false);
+            return Err(e);
+        }
+    };
     // Take the connection before touching the state, so that a cancellation here leaves the
     // state as it was.
     lease.ensure_conn().await?;
     let route = {
         let mut st = actx.state();
         if frame.innermost(entry.index) != st.top_block() {
+            st.query_failed(false);
             return Err(actx.err(ErrorKind::ConcurrentBlocks));
         }
         st.before_query().map_err(|k| actx.err(k))?

@@ -619,7 +619,7 @@ t!(rule_7_5_stream_held_open_then_query_is_refused_not_hung, |fx| {
             Ok::<_, Error>(())
         })
         .await
-        .unwrap_err(); // the refused query doomed the block
+        .unwrap(); // the refused query doomed the block: rolled back, Ok returned (2.2)
     assert_eq!(fx.committed().await, Vec::<i64>::new());
 });
 
