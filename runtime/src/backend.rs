@@ -1,9 +1,9 @@
 //! Per-backend glue: the pool and connection enums, and the SQL text of transaction control.
 
 use sqlx::pool::PoolConnection;
+use sqlx::{AssertSqlSafe, SqlSafeStr};
 use sqlx::{Database, Executor, Pool};
 use sqlx_core::transaction::TransactionManager;
-use sqlx::{AssertSqlSafe, SqlSafeStr};
 
 use crate::state::{Control, SpId};
 

@@ -190,11 +190,11 @@ impl Drop for Armed<'_> {
             st.exit(self.id, Outcome::Failed)
         };
         tracing::debug!(target: "sqlx_atomic", alias = %self.actx.name(), "atomic block cancelled");
-        if let Ok(plan) = plan {
-            if plan.ends_transaction {
-                let rollback = plan.stmts.contains(&Control::Rollback);
-                self.actx.release_now(rollback, plan.close_connection);
-            }
+        if let Ok(plan) = plan
+            && plan.ends_transaction
+        {
+            let rollback = plan.stmts.contains(&Control::Rollback);
+            self.actx.release_now(rollback, plan.close_connection);
         }
     }
 }
@@ -220,9 +220,14 @@ async fn exit<R: AtomicResult>(
     outcome: Result<R, Box<dyn std::any::Any + Send>>,
 ) -> R {
     let body_ok = matches!(&outcome, Ok(r) if r.__is_ok());
-    let planned = actx
-        .state()
-        .exit(id, if body_ok { Outcome::Ok } else { Outcome::Failed });
+    let planned = actx.state().exit(
+        id,
+        if body_ok {
+            Outcome::Ok
+        } else {
+            Outcome::Failed
+        },
+    );
     let plan = match planned {
         Ok(p) => p,
         Err(k) => return resolve(outcome, Some(actx.err(k))),
@@ -245,33 +250,33 @@ async fn exit<R: AtomicResult>(
         };
         exit_guard.armed = false;
         let mut close = plan.close_connection;
-        if lease.has_conn() {
-            if let Err(e) = lease.send(&plan.stmts).await {
-                if plan.stmts.contains(&Control::Commit) {
-                    // 1.7: the commit failed; roll back, or close the connection.
-                    if lease.send(&[Control::Rollback]).await.is_err() {
-                        close = true;
-                    }
-                    tracing::warn!(target: "sqlx_atomic", alias = %alias, error = %e, "COMMIT failed; rolled back");
-                    if let Some(mut conn) = lease.take_conn() {
-                        if close {
-                            conn.close_on_drop();
-                        }
-                    }
-                    return resolve(outcome, Some(e));
+        if lease.has_conn()
+            && let Err(e) = lease.send(&plan.stmts).await
+        {
+            if plan.stmts.contains(&Control::Commit) {
+                // 1.7: the commit failed; roll back, or close the connection.
+                if lease.send(&[Control::Rollback]).await.is_err() {
+                    close = true;
                 }
-                // 1.5: a failed rollback is logged and the connection closed.
-                tracing::error!(target: "sqlx_atomic", alias = %alias, error = %e, "ROLLBACK failed; closing the connection");
-                close = true;
-                if error.is_none() && body_ok && plan.stmts.contains(&Control::Commit) {
-                    error = Some(e);
+                tracing::warn!(target: "sqlx_atomic", alias = %alias, error = %e, "COMMIT failed; rolled back");
+                if let Some(mut conn) = lease.take_conn()
+                    && close
+                {
+                    conn.close_on_drop();
                 }
+                return resolve(outcome, Some(e));
+            }
+            // 1.5: a failed rollback is logged and the connection closed.
+            tracing::error!(target: "sqlx_atomic", alias = %alias, error = %e, "ROLLBACK failed; closing the connection");
+            close = true;
+            if error.is_none() && body_ok && plan.stmts.contains(&Control::Commit) {
+                error = Some(e);
             }
         }
-        if let Some(mut conn) = lease.take_conn() {
-            if close {
-                conn.close_on_drop();
-            }
+        if let Some(mut conn) = lease.take_conn()
+            && close
+        {
+            conn.close_on_drop();
         }
         drop(lease);
     } else {
@@ -280,21 +285,23 @@ async fn exit<R: AtomicResult>(
         actx.release_now(false, false);
     }
     tracing::debug!(target: "sqlx_atomic", alias = %alias, committed = !plan.hooks.is_empty() || (body_ok && error.is_none()), "transaction ended");
-    if error.is_none() && !plan.hooks.is_empty() {
-        if let Ok(r) = &outcome {
-            if r.__is_ok() {
-                if let Err(e) = run_hooks(&alias, plan.hooks).await {
-                    return R::__from_error(e);
-                }
-            }
-        }
+    if error.is_none()
+        && !plan.hooks.is_empty()
+        && let Ok(r) = &outcome
+        && r.__is_ok()
+        && let Err(e) = run_hooks(&alias, plan.hooks).await
+    {
+        return R::__from_error(e);
     }
     resolve(outcome, error)
 }
 
 /// The caller's result: a panic resumes, the body's `Err` wins over ours (1.5), and our error
 /// replaces an `Ok`.
-fn resolve<R: AtomicResult>(outcome: Result<R, Box<dyn std::any::Any + Send>>, error: Option<Error>) -> R {
+fn resolve<R: AtomicResult>(
+    outcome: Result<R, Box<dyn std::any::Any + Send>>,
+    error: Option<Error>,
+) -> R {
     match outcome {
         Err(panic) => std::panic::resume_unwind(panic),
         Ok(r) if !r.__is_ok() => r,

@@ -36,12 +36,7 @@ impl Database {
     pub fn connect_lazy(url: &str) -> Result<Self, Error> {
         let display = redact_url(url);
         let scheme = url.split(':').next().unwrap_or("").to_ascii_lowercase();
-        let fail = |why: String| {
-            Error::new(
-                None,
-                ErrorKind::InvalidConfig(scrub(&why, url)),
-            )
-        };
+        let fail = |why: String| Error::new(None, ErrorKind::InvalidConfig(scrub(&why, url)));
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(fail(format!(
                 "`Database::connect_lazy({display})` must be called inside a tokio runtime"
@@ -135,14 +130,15 @@ impl fmt::Debug for Database {
 }
 
 fn enabled_backends() -> String {
-    let mut v: Vec<&str> = Vec::new();
-    #[cfg(feature = "sqlite")]
-    v.push("sqlite");
-    #[cfg(feature = "postgres")]
-    v.push("postgres");
-    #[cfg(feature = "mysql")]
-    v.push("mysql");
-    v.join(", ")
+    [
+        cfg!(feature = "sqlite").then_some("sqlite"),
+        cfg!(feature = "postgres").then_some("postgres"),
+        cfg!(feature = "mysql").then_some("mysql"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 /// The password part of a URL, if it has one.
@@ -226,7 +222,8 @@ impl Databases {
         vars.sort();
         let mut dbs = Databases::new();
         for (alias, url) in vars {
-            let db = Database::connect_lazy(&url).map_err(|e| e.with_alias(&Arc::from(alias.as_str())))?;
+            let db = Database::connect_lazy(&url)
+                .map_err(|e| e.with_alias(&Arc::from(alias.as_str())))?;
             dbs = dbs.add(alias, db);
         }
         Ok(dbs)
@@ -243,7 +240,10 @@ impl Databases {
         let mut entries = Vec::new();
         for (index, (name, db)) in self.entries.into_iter().enumerate() {
             if name.is_empty() {
-                return Err(Error::named("", ErrorKind::InvalidConfig("an alias cannot be empty".into())));
+                return Err(Error::named(
+                    "",
+                    ErrorKind::InvalidConfig("an alias cannot be empty".into()),
+                ));
             }
             if by_name.insert(name.clone(), index).is_some() {
                 return Err(Error::named(&name, ErrorKind::DuplicateAlias));
@@ -289,7 +289,9 @@ pub(crate) struct Registry {
 static REGISTRY: OnceLock<Registry> = OnceLock::new();
 
 pub(crate) fn registry() -> Result<&'static Registry, Error> {
-    REGISTRY.get().ok_or_else(|| Error::new(None, ErrorKind::NotInstalled))
+    REGISTRY
+        .get()
+        .ok_or_else(|| Error::new(None, ErrorKind::NotInstalled))
 }
 
 /// Whether [`Databases::install`] has been called.

@@ -265,17 +265,16 @@ impl Lease {
         self.guard.is_some()
     }
 
-    pub(crate) fn typed<DB: Backend>(&mut self) -> Result<&mut sqlx::pool::PoolConnection<DB>, Error> {
+    pub(crate) fn typed<DB: Backend>(
+        &mut self,
+    ) -> Result<&mut sqlx::pool::PoolConnection<DB>, Error> {
         let kind = self.actx.entry.kind;
-        self.guard
-            .as_mut()
-            .and_then(DB::__conn)
-            .ok_or_else(|| {
-                self.actx.err(ErrorKind::WrongBackend {
-                    expected: DB::BACKEND_NAME,
-                    actual: kind.name(),
-                })
+        self.guard.as_mut().and_then(DB::__conn).ok_or_else(|| {
+            self.actx.err(ErrorKind::WrongBackend {
+                expected: DB::BACKEND_NAME,
+                actual: kind.name(),
             })
+        })
     }
 
     /// Sends control statements in order; on failure the phase stays `Control` for the caller.
@@ -326,10 +325,8 @@ impl Drop for Lease {
             Phase::Query => self.actx.state().query_failed(true),
             Phase::Idle | Phase::Stream => {}
         }
-        if revoked {
-            if let Some(mut conn) = self.guard.take() {
-                conn.close_on_drop();
-            }
+        if revoked && let Some(mut conn) = self.guard.take() {
+            conn.close_on_drop();
         }
         if self.phase == Phase::Stream {
             self.actx.streaming.store(false, Ordering::Release);

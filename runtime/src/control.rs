@@ -78,7 +78,10 @@ impl Alias {
     pub fn get_rollback(&self) -> Result<bool, Error> {
         match self.ctx()? {
             Some(a) => a.state().get_rollback().map_err(|k| a.err(k)),
-            None => Err(Error::named(&self.name, ErrorKind::OutsideBlock("get_rollback"))),
+            None => Err(Error::named(
+                &self.name,
+                ErrorKind::OutsideBlock("get_rollback"),
+            )),
         }
     }
 
@@ -86,7 +89,10 @@ impl Alias {
     pub fn set_rollback(&self, rollback: bool) -> Result<(), Error> {
         match self.ctx()? {
             Some(a) => a.state().set_rollback(rollback).map_err(|k| a.err(k)),
-            None => Err(Error::named(&self.name, ErrorKind::OutsideBlock("set_rollback"))),
+            None => Err(Error::named(
+                &self.name,
+                ErrorKind::OutsideBlock("set_rollback"),
+            )),
         }
     }
 
@@ -162,18 +168,18 @@ async fn finish_manual(a: &Arc<AliasCtx>, plan: ExitPlan<crate::hooks::Hook>) ->
     let mut result = Ok(());
     if !plan.stmts.is_empty() || plan.ends_transaction {
         let mut lease = a.lease().await?;
-        if lease.has_conn() {
-            if let Err(e) = lease.send(&plan.stmts).await {
-                if let Some(mut c) = lease.take_conn() {
-                    c.close_on_drop();
-                }
-                return Err(e);
-            }
-        }
-        if let Some(mut c) = lease.take_conn() {
-            if plan.close_connection {
+        if lease.has_conn()
+            && let Err(e) = lease.send(&plan.stmts).await
+        {
+            if let Some(mut c) = lease.take_conn() {
                 c.close_on_drop();
             }
+            return Err(e);
+        }
+        if let Some(mut c) = lease.take_conn()
+            && plan.close_connection
+        {
+            c.close_on_drop();
         }
     }
     if let Some(k) = plan.error {

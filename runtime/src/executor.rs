@@ -271,10 +271,7 @@ where
         })
     }
 
-    fn execute<'e, 'q: 'e, E>(
-        self,
-        query: E,
-    ) -> BoxFuture<'e, Result<DB::QueryResult, sqlx::Error>>
+    fn execute<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<DB::QueryResult, sqlx::Error>>
     where
         E: 'q + Execute<'q, DB>,
     {
@@ -294,10 +291,7 @@ where
         })
     }
 
-    fn fetch_all<'e, 'q: 'e, E>(
-        self,
-        query: E,
-    ) -> BoxFuture<'e, Result<Vec<DB::Row>, sqlx::Error>>
+    fn fetch_all<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Vec<DB::Row>, sqlx::Error>>
     where
         E: 'q + Execute<'q, DB>,
     {
@@ -334,10 +328,7 @@ where
     }
 
     #[doc(hidden)]
-    fn describe<'e>(
-        self,
-        sql: SqlStr,
-    ) -> BoxFuture<'e, Result<sqlx::Describe<DB>, sqlx::Error>> {
+    fn describe<'e>(self, sql: SqlStr) -> BoxFuture<'e, Result<sqlx::Describe<DB>, sqlx::Error>> {
         Box::pin(async move {
             let pool = crate::config::pool::<DB>(&self.alias).map_err(sqlx_err)?;
             pool.describe(sql).await
@@ -374,10 +365,7 @@ where
         self.clone().fetch_optional(query)
     }
 
-    fn execute<'e, 'q: 'e, E>(
-        self,
-        query: E,
-    ) -> BoxFuture<'e, Result<DB::QueryResult, sqlx::Error>>
+    fn execute<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<DB::QueryResult, sqlx::Error>>
     where
         'h: 'e,
         E: 'q + Execute<'q, DB>,
@@ -385,10 +373,7 @@ where
         self.clone().execute(query)
     }
 
-    fn fetch_all<'e, 'q: 'e, E>(
-        self,
-        query: E,
-    ) -> BoxFuture<'e, Result<Vec<DB::Row>, sqlx::Error>>
+    fn fetch_all<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Vec<DB::Row>, sqlx::Error>>
     where
         'h: 'e,
         E: 'q + Execute<'q, DB>,
@@ -408,10 +393,7 @@ where
     }
 
     #[doc(hidden)]
-    fn describe<'e>(
-        self,
-        sql: SqlStr,
-    ) -> BoxFuture<'e, Result<sqlx::Describe<DB>, sqlx::Error>>
+    fn describe<'e>(self, sql: SqlStr) -> BoxFuture<'e, Result<sqlx::Describe<DB>, sqlx::Error>>
     where
         'h: 'e,
     {

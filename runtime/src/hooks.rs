@@ -14,9 +14,8 @@ use crate::error::{BoxError, Error, ErrorKind};
 use crate::state::HookDisposition;
 
 type SyncFn = Box<dyn FnOnce() -> Result<(), BoxError> + Send>;
-type AsyncFn = Box<
-    dyn FnOnce() -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>> + Send,
->;
+type AsyncFn =
+    Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>> + Send>;
 
 /// A hook's body, sync or async.
 pub enum HookFn {
@@ -218,7 +217,11 @@ pub(crate) async fn run_hooks(alias: &str, hooks: Vec<Hook>) -> Result<(), Error
         tracing::debug!(target: "sqlx_atomic", alias, hook = name, index = i, "running on_commit hook");
         let outcome = match hook.run {
             HookFn::Sync(f) => std::panic::catch_unwind(AssertUnwindSafe(f)),
-            HookFn::Async(f) => AssertUnwindSafe(async move { f().await }).catch_unwind().await,
+            HookFn::Async(f) => {
+                AssertUnwindSafe(async move { f().await })
+                    .catch_unwind()
+                    .await
+            }
         };
         let failure = match outcome {
             Ok(Ok(())) => continue,
@@ -227,8 +230,12 @@ pub(crate) async fn run_hooks(alias: &str, hooks: Vec<Hook>) -> Result<(), Error
         };
         if hook.robust {
             match &failure {
-                Err(e) => tracing::error!(target: "sqlx_atomic", alias, hook = name, error = %e, "robust on_commit hook failed"),
-                Ok(p) => tracing::error!(target: "sqlx_atomic", alias, hook = name, panic = %panic_message(&**p), "robust on_commit hook panicked"),
+                Err(e) => {
+                    tracing::error!(target: "sqlx_atomic", alias, hook = name, error = %e, "robust on_commit hook failed")
+                }
+                Ok(p) => {
+                    tracing::error!(target: "sqlx_atomic", alias, hook = name, panic = %panic_message(&**p), "robust on_commit hook panicked")
+                }
             }
             continue;
         }

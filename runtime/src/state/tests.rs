@@ -199,7 +199,10 @@ fn rule_9_5_django_programs_cost_59_statements() {
 #[test]
 fn rule_9_1_sequences() {
     let p = programs();
-    assert_eq!(p[3].1, ["BEGIN", "Q", "SAVEPOINT sqlx_atomic_sp1", "Q", "COMMIT"]);
+    assert_eq!(
+        p[3].1,
+        ["BEGIN", "Q", "SAVEPOINT sqlx_atomic_sp1", "Q", "COMMIT"]
+    );
     assert_eq!(
         p[6].1,
         [
@@ -247,7 +250,11 @@ fn rule_9_4_never_releases_below_an_open_block() {
         })
     });
     // sp1 belongs to the open middle block: no RELEASE may name it.
-    assert!(!s.log.iter().any(|l| l == "RELEASE SAVEPOINT sqlx_atomic_sp1"));
+    assert!(
+        !s.log
+            .iter()
+            .any(|l| l == "RELEASE SAVEPOINT sqlx_atomic_sp1")
+    );
 }
 
 #[test]
@@ -329,16 +336,15 @@ fn rule_7_1_cancelled_nested_owes_rollback_to() {
         s.q();
         s.next += 1;
         let id = s.next;
-        s.st
-            .enter(
-                id,
-                BlockOpts {
-                    savepoint: true,
-                    durable: false,
-                    test: false,
-                },
-            )
-            .unwrap();
+        s.st.enter(
+            id,
+            BlockOpts {
+                savepoint: true,
+                durable: false,
+                test: false,
+            },
+        )
+        .unwrap();
         s.q();
         // dropped: the runner reports a failure without sending anything
         let plan = s.st.exit(id, Outcome::Failed).unwrap();
