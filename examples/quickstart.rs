@@ -55,7 +55,10 @@ async fn main() -> Result<(), Error> {
             Ok::<_, Error>(())
         })
         .await?;
-    println!("5. outer block committed; hooks ran after COMMIT: {:?}", sent.lock().unwrap());
+    println!(
+        "5. outer block committed; hooks ran after COMMIT: {:?}",
+        sent.lock().unwrap()
+    );
 
     let items: Vec<String> = sqlx::query_scalar("SELECT item FROM orders ORDER BY id")
         .fetch_all(&db)

@@ -93,16 +93,20 @@ async fn sqlite_db(name: &str, max: u32) -> Database {
 async fn reachable(b: Backend, url: &str) -> Result<(), String> {
     let t = Duration::from_secs(5);
     let r = match b {
-        Backend::Postgres => tokio::time::timeout(t, async {
-            use sqlx::Connection;
-            sqlx::PgConnection::connect(url).await.map(drop)
-        })
-        .await,
-        Backend::MySql => tokio::time::timeout(t, async {
-            use sqlx::Connection;
-            sqlx::MySqlConnection::connect(url).await.map(drop)
-        })
-        .await,
+        Backend::Postgres => {
+            tokio::time::timeout(t, async {
+                use sqlx::Connection;
+                sqlx::PgConnection::connect(url).await.map(drop)
+            })
+            .await
+        }
+        Backend::MySql => {
+            tokio::time::timeout(t, async {
+                use sqlx::Connection;
+                sqlx::MySqlConnection::connect(url).await.map(drop)
+            })
+            .await
+        }
         Backend::Sqlite => return Ok(()),
     };
     match r {
@@ -224,7 +228,8 @@ impl Fx {
             table,
             log: Arc::new(Mutex::new(Vec::new())),
         };
-        fx.raw(&format!("CREATE TABLE {} (v INTEGER NOT NULL)", fx.table)).await;
+        fx.raw(&format!("CREATE TABLE {} (v INTEGER NOT NULL)", fx.table))
+            .await;
         fx
     }
 
@@ -249,7 +254,11 @@ impl Fx {
 
     /// The values in the table, read from a fresh connection outside any transaction.
     pub async fn committed(&self) -> Vec<i64> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT CAST(v AS {}) FROM {} ORDER BY v", self.bigint(), self.table));
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT CAST(v AS {}) FROM {} ORDER BY v",
+            self.bigint(),
+            self.table
+        ));
         match self.backend {
             Backend::Sqlite => {
                 let p = sqlx_atomic::pool::<sqlx::Sqlite>(self.alias).unwrap();
@@ -306,7 +315,10 @@ impl Fx {
                     .await
                     .unwrap();
                     let clean = sqlx::Row::get::<i32, _>(&row, 0) == 1;
-                    assert!(clean, "a pooled PostgreSQL connection is idle in transaction");
+                    assert!(
+                        clean,
+                        "a pooled PostgreSQL connection is idle in transaction"
+                    );
                     held.push(c);
                 }
             }
@@ -318,7 +330,10 @@ impl Fx {
                         .fetch_one(&mut *c)
                         .await
                         .unwrap();
-                    assert_eq!(in_tx, 0, "a pooled MariaDB connection is inside a transaction");
+                    assert_eq!(
+                        in_tx, 0,
+                        "a pooled MariaDB connection is inside a transaction"
+                    );
                     held.push(c);
                 }
             }
@@ -328,7 +343,10 @@ impl Fx {
                 while let Some(mut c) = p.try_acquire() {
                     // BEGIN fails inside a transaction.
                     let began = sqlx::raw_sql("BEGIN").execute(&mut *c).await;
-                    assert!(began.is_ok(), "a pooled SQLite connection is inside a transaction");
+                    assert!(
+                        began.is_ok(),
+                        "a pooled SQLite connection is inside a transaction"
+                    );
                     sqlx::raw_sql("ROLLBACK").execute(&mut *c).await.unwrap();
                     held.push(c);
                 }

@@ -1,7 +1,7 @@
 // Included once per backend by tests/behaviour.rs, with `DB` and `B` in scope.
-use std::sync::Arc;
 use sqlx::AssertSqlSafe;
 use sqlx_atomic::{Atomic, Error, ErrorKind, Handle, Scope};
+use std::sync::Arc;
 
 macro_rules! t {
     ($name:ident, |$fx:ident| $body:block) => {
@@ -21,24 +21,32 @@ fn atomic() -> Atomic {
 }
 
 async fn ins(fx: &Fx, v: i64) -> Result<(), Error> {
-    sqlx::query(AssertSqlSafe(format!("INSERT INTO {} (v) VALUES ({v})", fx.table)))
-        .execute(db())
-        .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {} (v) VALUES ({v})",
+        fx.table
+    )))
+    .execute(db())
+    .await?;
     Ok(())
 }
 
 /// A statement that fails on every backend (NOT NULL violation).
 async fn bad(fx: &Fx) -> Result<(), Error> {
-    sqlx::query(AssertSqlSafe(format!("INSERT INTO {} (v) VALUES (NULL)", fx.table)))
-        .execute(db())
-        .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {} (v) VALUES (NULL)",
+        fx.table
+    )))
+    .execute(db())
+    .await?;
     Ok(())
 }
 
 async fn count_in_tx(fx: &Fx) -> Result<i64, Error> {
-    Ok(sqlx::query_scalar::<_, i64>(AssertSqlSafe(format!("SELECT COUNT(*) FROM {}", fx.table)))
-        .fetch_one(db())
-        .await?)
+    Ok(
+        sqlx::query_scalar::<_, i64>(AssertSqlSafe(format!("SELECT COUNT(*) FROM {}", fx.table)))
+            .fetch_one(db())
+            .await?,
+    )
 }
 
 fn boom() -> Error {
@@ -96,25 +104,28 @@ t!(rule_1_3_nested_success_is_kept, |fx| {
     assert_eq!(fx.committed().await, [1, 2]);
 });
 
-t!(rule_1_4_failure_without_savepoint_dooms_the_outer_block, |fx| {
-    let r = atomic()
-        .run(async {
-            ins(&fx, 1).await?;
-            let inner = atomic()
-                .savepoint(false)
-                .run(async {
-                    ins(&fx, 2).await?;
-                    Err::<(), _>(boom())
-                })
-                .await;
-            assert!(inner.is_err());
-            assert!(sqlx_atomic::using(B.alias()).get_rollback()?);
-            Ok::<_, Error>(7)
-        })
-        .await;
-    assert_eq!(r.unwrap(), 7);
-    assert_eq!(fx.committed().await, Vec::<i64>::new());
-});
+t!(
+    rule_1_4_failure_without_savepoint_dooms_the_outer_block,
+    |fx| {
+        let r = atomic()
+            .run(async {
+                ins(&fx, 1).await?;
+                let inner = atomic()
+                    .savepoint(false)
+                    .run(async {
+                        ins(&fx, 2).await?;
+                        Err::<(), _>(boom())
+                    })
+                    .await;
+                assert!(inner.is_err());
+                assert!(sqlx_atomic::using(B.alias()).get_rollback()?);
+                Ok::<_, Error>(7)
+            })
+            .await;
+        assert_eq!(r.unwrap(), 7);
+        assert_eq!(fx.committed().await, Vec::<i64>::new());
+    }
+);
 
 t!(rule_1_4_outermost_err_rolls_back, |fx| {
     let r: Result<(), Error> = atomic()
@@ -172,7 +183,10 @@ t!(rule_1_5_user_error_reaches_caller_unchanged, |fx| {
 t!(rule_1_8_durable_block_cannot_nest, |fx| {
     atomic()
         .run(async {
-            let r = atomic().durable(true).run(async { ins(&fx, 1).await }).await;
+            let r = atomic()
+                .durable(true)
+                .run(async { ins(&fx, 1).await })
+                .await;
             let e = r.unwrap_err();
             assert!(matches!(e.kind(), ErrorKind::DurableNested), "{e}");
             assert!(e.to_string().contains(B.alias()), "{e}");
@@ -180,14 +194,21 @@ t!(rule_1_8_durable_block_cannot_nest, |fx| {
         })
         .await
         .unwrap();
-    atomic().durable(true).run(async { ins(&fx, 3).await }).await.unwrap();
+    atomic()
+        .durable(true)
+        .run(async { ins(&fx, 3).await })
+        .await
+        .unwrap();
     assert_eq!(fx.committed().await, [2, 3]);
 });
 
 t!(rule_2_1_rollback_flag_outside_block_is_an_error, |_fx| {
     let a = sqlx_atomic::using(B.alias());
     let e = a.set_rollback(true).unwrap_err();
-    assert!(e.to_string().contains("only works inside an atomic block"), "{e}");
+    assert!(
+        e.to_string().contains("only works inside an atomic block"),
+        "{e}"
+    );
     assert!(a.get_rollback().is_err());
 });
 
@@ -295,7 +316,11 @@ t!(rule_4_3_manual_control_forbidden_inside_block, |_fx| {
                 a.rollback().await.unwrap_err(),
                 a.set_autocommit(false).unwrap_err(),
             ] {
-                assert!(e.to_string().contains("forbidden while an atomic block is active"), "{e}");
+                assert!(
+                    e.to_string()
+                        .contains("forbidden while an atomic block is active"),
+                    "{e}"
+                );
             }
             Ok::<_, Error>(())
         })
@@ -370,7 +395,9 @@ t!(rule_5_4_savepoint_rollback_discards_its_hooks, |fx| {
                     Err::<(), _>(boom())
                 })
                 .await;
-            atomic().run(async { on_commit(fx.hook("released")).await }).await
+            atomic()
+                .run(async { on_commit(fx.hook("released")).await })
+                .await
         })
         .await
         .unwrap();
@@ -388,37 +415,47 @@ t!(rule_5_5_transaction_rollback_discards_hooks, |fx| {
     assert!(fx.ran().is_empty());
 });
 
-t!(rule_5_6_hooks_run_in_order_after_commit_and_may_register_more, |fx| {
-    let f2 = fx.clone();
-    atomic()
-        .run(async {
-            ins(&fx, 1).await?;
-            on_commit(fx.hook("first")).await?;
-            let f3 = f2.clone();
-            on_commit(move || async move {
-                // Runs after the commit: the row is visible from a fresh connection.
-                assert_eq!(f3.committed().await, [1]);
-                f3.log.lock().unwrap().push("second".into());
-                // Outside any block now: runs at once.
-                on_commit(f3.hook("nested-now")).await?;
-                Ok::<_, Error>(())
+t!(
+    rule_5_6_hooks_run_in_order_after_commit_and_may_register_more,
+    |fx| {
+        let f2 = fx.clone();
+        atomic()
+            .run(async {
+                ins(&fx, 1).await?;
+                on_commit(fx.hook("first")).await?;
+                let f3 = f2.clone();
+                on_commit(move || async move {
+                    // Runs after the commit: the row is visible from a fresh connection.
+                    assert_eq!(f3.committed().await, [1]);
+                    f3.log.lock().unwrap().push("second".into());
+                    // Outside any block now: runs at once.
+                    on_commit(f3.hook("nested-now")).await?;
+                    Ok::<_, Error>(())
+                })
+                .await?;
+                atomic()
+                    .run(async { on_commit(fx.hook("third")).await })
+                    .await
             })
-            .await?;
-            atomic().run(async { on_commit(fx.hook("third")).await }).await
-        })
-        .await
-        .unwrap();
-    assert_eq!(fx.ran(), ["first", "second", "nested-now", "third"]);
-});
+            .await
+            .unwrap();
+        assert_eq!(fx.ran(), ["first", "second", "nested-now", "third"]);
+    }
+);
 
 t!(rule_5_7_failing_hook_stops_the_rest_robust_does_not, |fx| {
     let r = atomic()
         .run(async {
             ins(&fx, 1).await?;
             on_commit(fx.hook("a")).await?;
-            on_commit(|| Err::<(), _>("robust failure")).robust().name("r").await?;
+            on_commit(|| Err::<(), _>("robust failure"))
+                .robust()
+                .name("r")
+                .await?;
             on_commit(fx.hook("b")).await?;
-            on_commit(|| Err::<(), _>("bad hook")).name("failing").await?;
+            on_commit(|| Err::<(), _>("bad hook"))
+                .name("failing")
+                .await?;
             on_commit(fx.hook("never")).await?;
             Ok::<_, Error>(())
         })
@@ -437,7 +474,9 @@ t!(rule_5_8_hooks_of_aliases_are_independent, |fx| {
                 .run(async {
                     ins(&fx, 1).await?;
                     on_commit(fx.hook("mine")).await?;
-                    sqlx_atomic::on_commit(fx.hook("other")).using("other").await
+                    sqlx_atomic::on_commit(fx.hook("other"))
+                        .using("other")
+                        .await
                 })
                 .await?;
             assert_eq!(fx.ran(), ["mine"]);
@@ -486,7 +525,9 @@ t!(rule_6_3_unknown_alias_is_an_error_naming_it, |_fx| {
         .unwrap_err();
     assert!(matches!(e.kind(), ErrorKind::UnknownAlias));
     assert!(e.to_string().contains("`nope`"), "{e}");
-    let q = sqlx::query("SELECT 1").execute(Handle::<DB>::new("nope")).await;
+    let q = sqlx::query("SELECT 1")
+        .execute(Handle::<DB>::new("nope"))
+        .await;
     assert!(Error::from(q.unwrap_err()).to_string().contains("`nope`"));
 });
 
@@ -509,42 +550,48 @@ t!(rule_7_1_cancelled_outermost_block_rolls_back, |fx| {
     assert_eq!(fx.committed().await, [2]);
 });
 
-t!(rule_7_1_cancelled_nested_block_is_rolled_back_before_outer_goes_on, |fx| {
-    atomic()
-        .run(async {
-            ins(&fx, 1).await?;
-            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
-            let inner = atomic().run(async {
-                ins(&fx, 2).await?;
-                on_commit(fx.hook("cancelled")).await?;
-                let _ = ready_tx.send(());
-                std::future::pending::<()>().await;
-                Ok::<_, Error>(())
-            });
-            // The inner block is dropped once it has inserted and registered its hook.
-            tokio::select! {
-                r = inner => panic!("inner finished: {r:?}"),
-                _ = ready_rx => {}
-            }
-            on_commit(fx.hook("outer")).await?;
-            ins(&fx, 3).await
-        })
-        .await
-        .unwrap();
-    assert_eq!(fx.committed().await, [1, 3]);
-    assert_eq!(fx.ran(), ["outer"]);
-});
+t!(
+    rule_7_1_cancelled_nested_block_is_rolled_back_before_outer_goes_on,
+    |fx| {
+        atomic()
+            .run(async {
+                ins(&fx, 1).await?;
+                let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+                let inner = atomic().run(async {
+                    ins(&fx, 2).await?;
+                    on_commit(fx.hook("cancelled")).await?;
+                    let _ = ready_tx.send(());
+                    std::future::pending::<()>().await;
+                    Ok::<_, Error>(())
+                });
+                // The inner block is dropped once it has inserted and registered its hook.
+                tokio::select! {
+                    r = inner => panic!("inner finished: {r:?}"),
+                    _ = ready_rx => {}
+                }
+                on_commit(fx.hook("outer")).await?;
+                ins(&fx, 3).await
+            })
+            .await
+            .unwrap();
+        assert_eq!(fx.committed().await, [1, 3]);
+        assert_eq!(fx.ran(), ["outer"]);
+    }
+);
 
-t!(rule_7_1_cancelled_in_flight_control_statement_closes_the_connection, |fx| {
-    // Poll the block just once: its BEGIN is in flight when it is dropped.
-    let f2 = fx.clone();
-    let mut fut = Box::pin(atomic().run(async move { ins(&f2, 1).await }));
-    let _ = futures::future::poll_immediate(&mut fut).await;
-    drop(fut);
-    assert_eq!(fx.committed().await, Vec::<i64>::new());
-    atomic().run(async { ins(&fx, 2).await }).await.unwrap();
-    assert_eq!(fx.committed().await, [2]);
-});
+t!(
+    rule_7_1_cancelled_in_flight_control_statement_closes_the_connection,
+    |fx| {
+        // Poll the block just once: its BEGIN is in flight when it is dropped.
+        let f2 = fx.clone();
+        let mut fut = Box::pin(atomic().run(async move { ins(&f2, 1).await }));
+        let _ = futures::future::poll_immediate(&mut fut).await;
+        drop(fut);
+        assert_eq!(fx.committed().await, Vec::<i64>::new());
+        atomic().run(async { ins(&fx, 2).await }).await.unwrap();
+        assert_eq!(fx.committed().await, [2]);
+    }
+);
 
 t!(rule_7_4_spawned_task_does_not_see_the_block, |fx| {
     atomic()
@@ -565,18 +612,21 @@ t!(rule_7_4_spawned_task_does_not_see_the_block, |fx| {
         .unwrap();
 });
 
-t!(rule_7_4_join_branches_share_the_connection_serialized, |fx| {
-    atomic()
-        .run(async {
-            let (a, b) = tokio::join!(ins(&fx, 1), ins(&fx, 2));
-            a?;
-            b?;
-            Ok::<_, Error>(())
-        })
-        .await
-        .unwrap();
-    assert_eq!(fx.committed().await, [1, 2]);
-});
+t!(
+    rule_7_4_join_branches_share_the_connection_serialized,
+    |fx| {
+        atomic()
+            .run(async {
+                let (a, b) = tokio::join!(ins(&fx, 1), ins(&fx, 2));
+                a?;
+                b?;
+                Ok::<_, Error>(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(fx.committed().await, [1, 2]);
+    }
+);
 
 t!(rule_7_4_concurrent_blocks_in_join_are_refused, |fx| {
     let r = atomic()
@@ -604,37 +654,60 @@ t!(rule_7_4_concurrent_blocks_in_join_are_refused, |fx| {
     assert_eq!(fx.committed().await, [1]);
 });
 
-t!(rule_7_5_stream_held_open_then_query_is_refused_not_hung, |fx| {
-    use futures::TryStreamExt;
-    atomic()
-        .run(async {
-            ins(&fx, 1).await?;
-            ins(&fx, 2).await?;
-            let sql = format!("SELECT v FROM {}", fx.table);
-            let mut s = sqlx::query(AssertSqlSafe(sql)).fetch(db());
-            let _first = s.try_next().await?;
-            let e = ins(&fx, 3).await.unwrap_err();
-            assert!(matches!(e.kind(), ErrorKind::Busy), "{e}");
-            drop(s);
-            Ok::<_, Error>(())
-        })
-        .await
-        .unwrap(); // the refused query doomed the block: rolled back, Ok returned (2.2)
-    assert_eq!(fx.committed().await, Vec::<i64>::new());
-});
+t!(
+    rule_7_5_stream_held_open_then_query_is_refused_not_hung,
+    |fx| {
+        use futures::TryStreamExt;
+        atomic()
+            .run(async {
+                ins(&fx, 1).await?;
+                ins(&fx, 2).await?;
+                let sql = format!("SELECT v FROM {}", fx.table);
+                let mut s = sqlx::query(AssertSqlSafe(sql)).fetch(db());
+                let _first = s.try_next().await?;
+                let e = ins(&fx, 3).await.unwrap_err();
+                assert!(matches!(e.kind(), ErrorKind::Busy), "{e}");
+                drop(s);
+                Ok::<_, Error>(())
+            })
+            .await
+            .unwrap(); // the refused query doomed the block: rolled back, Ok returned (2.2)
+        assert_eq!(fx.committed().await, Vec::<i64>::new());
+    }
+);
 
 t!(rule_7_5_fetch_variants_work_in_and_out_of_blocks, |fx| {
     use futures::TryStreamExt;
     for v in 1..=3 {
         ins(&fx, v).await.unwrap();
     }
-    let sql = format!("SELECT CAST(v AS {}) FROM {} ORDER BY v", if B == Backend::MySql { "SIGNED" } else { "BIGINT" }, fx.table);
+    let sql = format!(
+        "SELECT CAST(v AS {}) FROM {} ORDER BY v",
+        if B == Backend::MySql {
+            "SIGNED"
+        } else {
+            "BIGINT"
+        },
+        fx.table
+    );
     let check = || async {
-        let all: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(sql.clone())).fetch_all(db()).await?;
-        let one: i64 = sqlx::query_scalar(AssertSqlSafe(sql.clone())).fetch_one(db()).await?;
-        let opt: Option<i64> = sqlx::query_scalar(AssertSqlSafe(sql.clone())).fetch_optional(db()).await?;
-        let streamed: Vec<i64> = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.clone())).fetch(db()).try_collect().await?;
-        assert_eq!((all.clone(), one, opt, streamed), (vec![1, 2, 3], 1, Some(1), vec![1, 2, 3]));
+        let all: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(sql.clone()))
+            .fetch_all(db())
+            .await?;
+        let one: i64 = sqlx::query_scalar(AssertSqlSafe(sql.clone()))
+            .fetch_one(db())
+            .await?;
+        let opt: Option<i64> = sqlx::query_scalar(AssertSqlSafe(sql.clone()))
+            .fetch_optional(db())
+            .await?;
+        let streamed: Vec<i64> = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql.clone()))
+            .fetch(db())
+            .try_collect()
+            .await?;
+        assert_eq!(
+            (all.clone(), one, opt, streamed),
+            (vec![1, 2, 3], 1, Some(1), vec![1, 2, 3])
+        );
         Ok::<_, Error>(())
     };
     check().await.unwrap();
@@ -654,26 +727,65 @@ async fn programs(fx: &Fx) -> Vec<usize> {
     let f = fx;
     p!(atomic().run(async { ins(f, 1).await }));
     p!(atomic().run(async { Ok::<_, Error>(()) }));
-    p!(atomic().run(async { ins(f, 1).await?; ins(f, 1).await?; ins(f, 1).await }));
-    p!(atomic().run(async { ins(f, 1).await?; atomic().run(async { ins(f, 1).await }).await }));
-    p!(atomic().run(async { ins(f, 1).await?; atomic().run(async { Ok::<_, Error>(()) }).await }));
-    p!(atomic().run(async { atomic().run(async { atomic().run(async { ins(f, 1).await }).await }).await }));
     p!(atomic().run(async {
         ins(f, 1).await?;
-        let _ = atomic().run(async { ins(f, 1).await?; Err::<(), _>(boom()) }).await;
-        Ok::<_, Error>(())
+        ins(f, 1).await?;
+        ins(f, 1).await
     }));
-    p!(atomic().run(async { ins(f, 1).await?; atomic().savepoint(false).run(async { ins(f, 1).await }).await }));
     p!(atomic().run(async {
         ins(f, 1).await?;
-        let _ = atomic().savepoint(false).run(async { ins(f, 1).await?; Err::<(), _>(boom()) }).await;
+        atomic().run(async { ins(f, 1).await }).await
+    }));
+    p!(atomic().run(async {
+        ins(f, 1).await?;
+        atomic().run(async { Ok::<_, Error>(()) }).await
+    }));
+    p!(atomic().run(async {
+        atomic()
+            .run(async { atomic().run(async { ins(f, 1).await }).await })
+            .await
+    }));
+    p!(atomic().run(async {
+        ins(f, 1).await?;
+        let _ = atomic()
+            .run(async {
+                ins(f, 1).await?;
+                Err::<(), _>(boom())
+            })
+            .await;
         Ok::<_, Error>(())
     }));
-    p!(atomic().run(async { ins(f, 1).await?; Err::<(), _>(boom()) }));
+    p!(atomic().run(async {
+        ins(f, 1).await?;
+        atomic()
+            .savepoint(false)
+            .run(async { ins(f, 1).await })
+            .await
+    }));
+    p!(atomic().run(async {
+        ins(f, 1).await?;
+        let _ = atomic()
+            .savepoint(false)
+            .run(async {
+                ins(f, 1).await?;
+                Err::<(), _>(boom())
+            })
+            .await;
+        Ok::<_, Error>(())
+    }));
+    p!(atomic().run(async {
+        ins(f, 1).await?;
+        Err::<(), _>(boom())
+    }));
     p!(atomic().run(async {
         ins(f, 1).await?;
         on_commit(|| ()).await?;
-        atomic().run(async { ins(f, 1).await?; on_commit(|| ()).await }).await
+        atomic()
+            .run(async {
+                ins(f, 1).await?;
+                on_commit(|| ()).await
+            })
+            .await
     }));
     p!(atomic().run(async {
         for _ in 0..5 {
@@ -698,7 +810,14 @@ t!(rule_9_1_block_without_query_sends_nothing, |_fx| {
     let (_, log) = Scope::new()
         .record_statements()
         .run(atomic().run(async {
-            atomic().run(async { atomic().savepoint(false).run(async { Ok::<_, Error>(()) }).await }).await?;
+            atomic()
+                .run(async {
+                    atomic()
+                        .savepoint(false)
+                        .run(async { Ok::<_, Error>(()) })
+                        .await
+                })
+                .await?;
             let _ = atomic().run(async { Err::<(), _>(boom()) }).await;
             Ok::<_, Error>(())
         }))
@@ -728,16 +847,32 @@ t!(rule_7_3_pool_is_clean_after_many_exits, |fx| {
     let ins1 = |v: i64| {
         let db1 = db1.clone();
         let sql = format!("INSERT INTO {} (v) VALUES ({v})", fx.table);
-        async move { sqlx::query(AssertSqlSafe(sql)).execute(db1).await.map(drop).map_err(Error::from) }
+        async move {
+            sqlx::query(AssertSqlSafe(sql))
+                .execute(db1)
+                .await
+                .map(drop)
+                .map_err(Error::from)
+        }
     };
     let a = Atomic::new().using(alias);
     a.clone().run(async { ins1(1).await }).await.unwrap();
-    let _ = a.clone().run(async { ins1(2).await?; Err::<(), _>(boom()) }).await;
-    let _ = tokio::time::timeout(std::time::Duration::from_millis(50), a.clone().run(async {
-        ins1(3).await?;
-        std::future::pending::<()>().await;
-        Ok::<_, Error>(())
-    })).await;
+    let _ = a
+        .clone()
+        .run(async {
+            ins1(2).await?;
+            Err::<(), _>(boom())
+        })
+        .await;
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_millis(50),
+        a.clone().run(async {
+            ins1(3).await?;
+            std::future::pending::<()>().await;
+            Ok::<_, Error>(())
+        }),
+    )
+    .await;
     // The single connection must come back clean each time: this query would otherwise see row 3.
     a.clone().run(async { ins1(4).await }).await.unwrap();
     fx.assert_pool_clean(alias).await;
