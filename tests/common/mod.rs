@@ -122,6 +122,14 @@ fn setup() -> &'static Setup {
             let mut dbs = Databases::new()
                 .add("sqlite", sqlite_db("main", 8).await)
                 .add("sqlite1", sqlite_db("main", 1).await)
+                .add("sqlite_busy", {
+                    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+                    use std::str::FromStr;
+                    let opts = SqliteConnectOptions::from_str(&sqlite_path("main"))
+                        .expect("sqlite url")
+                        .busy_timeout(Duration::from_millis(100));
+                    Database::from_pool(SqlitePoolOptions::new().max_connections(2).connect_lazy_with(opts))
+                })
                 .add("default", sqlite_db("default", 4).await)
                 .add("other", sqlite_db("other", 4).await);
             let mut available = vec![Backend::Sqlite];
@@ -147,7 +155,10 @@ fn setup() -> &'static Setup {
                                 ),
                             }
                         };
-                        dbs = dbs.add(b.alias(), pool_of(16)).add(b.single(), pool_of(1));
+                        dbs = dbs
+                            .add(b.alias(), pool_of(16))
+                            .add(b.single(), pool_of(1))
+                            .add(format!("{}_count", b.alias()), pool_of(1));
                         available.push(b);
                     }
                     Err(why) => {
