@@ -114,21 +114,26 @@ impl Atomic {
     }
 
     /// Runs `body` as the block and returns its result, after the commit or rollback.
-    pub async fn run<F, R>(self, body: F) -> R
+    pub fn run<F, R>(self, body: F) -> impl Future<Output = R>
     where
         F: Future<Output = R>,
         R: AtomicResult,
     {
-        match Frame::current() {
-            Some(frame) => self.run_in(frame, body).await,
-            None => {
-                let frame = Frame::root(Context::new(false));
-                frame.clone().scope(self.run_in(frame, body)).await
+        // Boxed at once, so that nested blocks do not build one huge future (debug builds would
+        // overflow the stack).
+        let body = Box::pin(body);
+        async move {
+            match Frame::current() {
+                Some(frame) => self.run_in(frame, body).await,
+                None => {
+                    let frame = Frame::root(Context::new(false));
+                    frame.clone().scope(self.run_in(frame, body)).await
+                }
             }
         }
     }
 
-    async fn run_in<F, R>(self, frame: Frame, body: F) -> R
+    async fn run_in<F, R>(self, frame: Frame, body: std::pin::Pin<Box<F>>) -> R
     where
         F: Future<Output = R>,
         R: AtomicResult,
@@ -157,9 +162,7 @@ impl Atomic {
         };
         let outcome = frame
             .child(entry.index, id)
-            // Boxed: nested blocks otherwise build futures large enough to overflow the stack
-            // in debug builds.
-            .scope(Box::pin(AssertUnwindSafe(body).catch_unwind()))
+            .scope(AssertUnwindSafe(body).catch_unwind())
             .await;
         guard.armed = false;
         exit(&actx, id, depth, outcome).await

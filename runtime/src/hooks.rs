@@ -28,7 +28,8 @@ pub enum HookFn {
 /// A registered hook.
 pub(crate) struct Hook {
     run: HookFn,
-    name: Option<Cow<'static, str>>,
+    pub(crate) name: Option<Cow<'static, str>>,
+    pub(crate) type_name: &'static str,
     robust: bool,
 }
 
@@ -127,6 +128,7 @@ pub fn on_commit<M, H: IntoHook<M>>(hook: H) -> OnCommit {
         hook: Hook {
             run: hook.into_hook(),
             name: None,
+            type_name: std::any::type_name::<H>(),
             robust: false,
         },
         alias: Cow::Borrowed("default"),

@@ -15,6 +15,8 @@ mod error;
 mod executor;
 mod hooks;
 mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use backend::Backend;
 pub use block::{Atomic, AtomicResult};

@@ -440,6 +440,21 @@ impl<H> TxState<H> {
         Ok(())
     }
 
+    /// Number of pending hooks (for the capture helper).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub(crate) fn hooks_len(&self) -> usize {
+        self.hooks.len()
+    }
+
+    /// Takes the pending hooks registered after the first `mark` (for the capture helper).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub(crate) fn take_hooks_from(&mut self, mark: usize) -> Vec<H> {
+        if mark >= self.hooks.len() {
+            return Vec::new();
+        }
+        self.hooks.split_off(mark)
+    }
+
     /// Records a hook (5.1–5.3).
     pub(crate) fn on_commit(&mut self, hook: H) -> Result<HookDisposition<H>, ErrorKind> {
         if self.in_block() {
