@@ -829,8 +829,8 @@ t!(rule_9_4_thousand_sibling_blocks, |fx| {
     let (r, log) = Scope::new()
         .record_statements()
         .run(atomic().run(async {
-            for i in 0..1000 {
-                atomic().run(async { ins(&fx, i).await }).await?;
+            for _ in 0..1000 {
+                atomic().run(async { ins(&fx, 1).await }).await?;
             }
             Ok::<_, Error>(())
         }))
