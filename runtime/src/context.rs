@@ -25,7 +25,8 @@ pub(crate) struct Frame {
 
 struct Link {
     alias: usize,
-    block: u64,
+    /// `None`: the alias's enclosing block was opted out of (`non_atomic_requests`).
+    block: Option<u64>,
     parent: Option<Arc<Link>>,
 }
 
@@ -36,6 +37,15 @@ impl Frame {
 
     /// The frame a block's body runs in.
     pub(crate) fn child(&self, alias: usize, block: u64) -> Frame {
+        self.link(alias, Some(block))
+    }
+
+    /// The frame of a handler that opted out of the alias's request block.
+    pub(crate) fn opted_out(&self, alias: usize) -> Frame {
+        self.link(alias, None)
+    }
+
+    fn link(&self, alias: usize, block: Option<u64>) -> Frame {
         Frame {
             ctx: self.ctx.clone(),
             chain: Some(Arc::new(Link {
@@ -51,7 +61,7 @@ impl Frame {
         let mut link = self.chain.as_deref();
         while let Some(l) = link {
             if l.alias == alias {
-                return Some(l.block);
+                return l.block;
             }
             link = l.parent.as_deref();
         }
@@ -79,6 +89,8 @@ pub struct RecordedStatement {
 /// The context of one task (or one request, or one [`scope`](crate::scope)).
 pub(crate) struct Context {
     aliases: Mutex<Vec<Option<Arc<AliasCtx>>>>,
+    /// An error to turn the request's response into a 500 (see the web layer).
+    pub(crate) request_error: Mutex<Option<Error>>,
     next_block: AtomicU64,
     pub(crate) recorder: Option<Mutex<Vec<RecordedStatement>>>,
 }
@@ -87,6 +99,7 @@ impl Context {
     pub(crate) fn new(record: bool) -> Arc<Self> {
         Arc::new(Context {
             aliases: Mutex::new(Vec::new()),
+            request_error: Mutex::new(None),
             next_block: AtomicU64::new(1),
             recorder: record.then(|| Mutex::new(Vec::new())),
         })

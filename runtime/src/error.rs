@@ -74,6 +74,8 @@ pub enum ErrorKind {
     InvalidSavepoint(u64),
     /// A result stream was still open when its atomic block ended.
     StreamOutlivedBlock,
+    /// A handler could not opt out of its per-request transaction (8.2); the reason.
+    OptOut(&'static str),
     /// An on_commit hook failed (rule 5.7). The transaction had been committed.
     Hook {
         /// The hook's name, when it was given one.
@@ -238,6 +240,10 @@ impl fmt::Display for ErrorKind {
             ErrorKind::StreamOutlivedBlock => f.write_str(
                 "a result stream was still open when its atomic block ended; the transaction was rolled \
                  back and the connection closed",
+            ),
+            ErrorKind::OptOut(why) => write!(
+                f,
+                "non_atomic_requests: cannot opt this handler out of the request transaction: {why}"
             ),
             ErrorKind::Hook { name, source } => match name {
                 Some(n) => write!(f, "on_commit hook `{n}` failed after the commit: {source}"),

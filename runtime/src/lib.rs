@@ -14,6 +14,7 @@ mod control;
 mod error;
 mod executor;
 mod hooks;
+mod requests;
 mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -36,9 +37,13 @@ pub use executor::postgres;
 pub use executor::sqlite;
 pub use hooks::{AsyncHook, HookFn, HookResult, IntoHook, OnCommit, SyncHook, on_commit};
 
+#[cfg(feature = "tower")]
+pub use requests::{AtomicRequests, AtomicRequestsLayer};
+
 #[doc(hidden)]
 pub mod __private {
     pub use crate::block::Atomic;
+    pub use crate::requests::__non_atomic_requests as non_atomic_requests;
 
     /// Compile-time check used by `#[atomic]`: the function's return type must be an
     /// [`AtomicResult`](crate::AtomicResult).

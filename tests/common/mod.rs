@@ -87,7 +87,9 @@ async fn sqlite_db(name: &str, max: u32) -> Database {
         .max_connections(max)
         .connect_lazy_with(opts);
     // Writers take the lock at BEGIN, so parallel tests queue instead of failing with BUSY_SNAPSHOT.
-    Database::from_pool(pool).begin_statement("BEGIN IMMEDIATE")
+    Database::from_pool(pool)
+        .begin_statement("BEGIN IMMEDIATE")
+        .atomic_requests(name == "main")
 }
 
 async fn reachable(b: Backend, url: &str) -> Result<(), String> {
@@ -156,7 +158,7 @@ fn setup() -> &'static Setup {
                             }
                         };
                         dbs = dbs
-                            .add(b.alias(), pool_of(16))
+                            .add(b.alias(), pool_of(16).atomic_requests(true))
                             .add(b.single(), pool_of(1))
                             .add(format!("{}_count", b.alias()), pool_of(1));
                         available.push(b);

@@ -138,6 +138,8 @@ pub(crate) struct TxState<H> {
     /// The server aborted the transaction after an error (PostgreSQL): COMMIT would roll back.
     aborted: bool,
     tracks_abort: bool,
+    /// The per-request block a handler opted out of (`non_atomic_requests`).
+    opted_out: Option<u64>,
 }
 
 impl<H> TxState<H> {
@@ -160,6 +162,7 @@ impl<H> TxState<H> {
             reset_sp_counter: false,
             aborted: false,
             tracks_abort,
+            opted_out: None,
         }
     }
 
@@ -369,6 +372,10 @@ impl<H> TxState<H> {
 
     /// Leaves the innermost block, which must be `id` (1.3–1.7, 5.4–5.6, 9.3, 9.4).
     pub(crate) fn exit(&mut self, id: u64, outcome: Outcome) -> Result<ExitPlan<H>, ErrorKind> {
+        if self.opted_out == Some(id) {
+            self.opted_out = None;
+            return Ok(ExitPlan::nothing());
+        }
         if self.top_block() != Some(id) {
             return Err(ErrorKind::ConcurrentBlocks);
         }
@@ -421,6 +428,33 @@ impl<H> TxState<H> {
             }
         }
         Ok(plan)
+    }
+
+    /// Takes the outermost block `id` away, as if it had never been entered, so the task runs in
+    /// autocommit (a handler opting out of its per-request block, 8.2). Only possible while
+    /// it is the only block and nothing was sent or registered in it.
+    pub(crate) fn opt_out(&mut self, id: u64) -> Result<(), ErrorKind> {
+        self.opt_out_check(id)?;
+        self.blocks.pop();
+        self.end_transaction();
+        self.opted_out = Some(id);
+        Ok(())
+    }
+
+    /// Whether [`opt_out`](Self::opt_out) would succeed.
+    pub(crate) fn opt_out_check(&self, id: u64) -> Result<(), ErrorKind> {
+        if self.blocks.len() != 1 || self.top_block() != Some(id) {
+            return Err(ErrorKind::OptOut(
+                "another atomic block is open around the handler",
+            ));
+        }
+        if self.begun || !self.hooks.is_empty() {
+            return Err(ErrorKind::OptOut(
+                "the request transaction already sent statements or registered hooks before the \
+                 handler ran (a middleware or an extractor used the database)",
+            ));
+        }
+        Ok(())
     }
 
     /// The block ended with `Ok`: does it leave in failure because of the rollback flag (2.2)?
