@@ -29,6 +29,7 @@ pub enum HookFn {
 pub(crate) struct Hook {
     run: HookFn,
     pub(crate) name: Option<Cow<'static, str>>,
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub(crate) type_name: &'static str,
     robust: bool,
 }
