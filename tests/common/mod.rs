@@ -36,6 +36,24 @@ impl Backend {
         }
     }
 
+    /// An alias of this backend with a pool of 4, for tests that kill connections.
+    pub fn faults(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite_faults",
+            Backend::Postgres => "pg_faults",
+            Backend::MySql => "my_faults",
+        }
+    }
+
+    /// An alias of this backend with a pool of 10, for load tests.
+    pub fn ten(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite10",
+            Backend::Postgres => "pg10",
+            Backend::MySql => "my10",
+        }
+    }
+
     fn env(self) -> &'static str {
         match self {
             Backend::Sqlite => "",
@@ -133,7 +151,9 @@ fn setup() -> &'static Setup {
                     Database::from_pool(SqlitePoolOptions::new().max_connections(2).connect_lazy_with(opts))
                 })
                 .add("default", sqlite_db("default", 4).await)
-                .add("other", sqlite_db("other", 4).await);
+                .add("other", sqlite_db("other", 4).await)
+                .add("sqlite_faults", sqlite_db("main", 4).await)
+                .add("sqlite10", sqlite_db("main", 10).await);
             let mut available = vec![Backend::Sqlite];
             let mut skipped = Vec::new();
             let ci = std::env::var("CI").map(|v| v == "true").unwrap_or(false);
@@ -160,7 +180,9 @@ fn setup() -> &'static Setup {
                         dbs = dbs
                             .add(b.alias(), pool_of(16).atomic_requests(true))
                             .add(b.single(), pool_of(1))
-                            .add(format!("{}_count", b.alias()), pool_of(1));
+                            .add(format!("{}_count", b.alias()), pool_of(1))
+                            .add(format!("{}10", b.alias()), pool_of(10))
+                            .add(format!("{}_faults", b.alias()), pool_of(4));
                         available.push(b);
                     }
                     Err(why) => {
