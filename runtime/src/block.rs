@@ -5,6 +5,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
+use tracing::Instrument;
 
 use crate::config::lookup;
 use crate::context::{AliasCtx, Context, Frame};
@@ -160,9 +161,11 @@ impl Atomic {
             id,
             armed: true,
         };
+        let span =
+            tracing::debug_span!(target: "sqlx_atomic", "atomic", alias = %entry.name, depth);
         let outcome = frame
             .child(entry.index, id)
-            .scope(AssertUnwindSafe(body).catch_unwind())
+            .scope(AssertUnwindSafe(body).catch_unwind().instrument(span))
             .await;
         guard.armed = false;
         exit(&actx, id, depth, outcome).await

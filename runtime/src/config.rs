@@ -207,9 +207,30 @@ impl Databases {
     }
 
     /// Reads `DATABASE_URL` (alias `default`) and every `DATABASE_URL_<ALIAS>` (alias in lower
-    /// case) from the environment. Empty values are skipped.
+    /// case) from the environment. Empty values are skipped. Must run inside a tokio runtime.
     pub fn from_env() -> Result<Self, Error> {
-        let mut vars: Vec<(String, String)> = std::env::vars()
+        Self::from_vars(std::env::vars())
+    }
+
+    /// [`from_env`](Self::from_env) over any list of `(name, value)` pairs.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sqlx_atomic::Error> {
+    /// let dbs = sqlx_atomic::Databases::from_vars([
+    ///     ("DATABASE_URL".to_string(), "sqlite::memory:".to_string()),
+    ///     ("DATABASE_URL_REPORTS".to_string(), "sqlite::memory:".to_string()),
+    ///     ("HOME".to_string(), "/root".to_string()),
+    /// ])?;
+    /// assert_eq!(dbs.aliases().collect::<Vec<_>>(), ["default", "reports"]);
+    /// let bad = sqlx_atomic::Databases::from_vars([
+    ///     ("DATABASE_URL_X".to_string(), "nosuch://u:pw@h/db".to_string()),
+    /// ]);
+    /// assert!(bad.unwrap_err().to_string().contains("`x`"));
+    /// # Ok(()) }
+    /// ```
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, Error> {
+        let mut vars: Vec<(String, String)> = vars
+            .into_iter()
             .filter_map(|(k, v)| {
                 let alias = if k == "DATABASE_URL" {
                     "default".to_owned()

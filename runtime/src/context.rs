@@ -303,6 +303,7 @@ impl Lease {
             tracing::debug!(
                 target: "sqlx_atomic",
                 alias = %self.actx.entry.name,
+                depth = self.actx.state().depth(),
                 statement = %text,
                 "transaction control"
             );
