@@ -225,10 +225,17 @@ where
     }
     // On a worker thread (8 MiB stacks): debug-build futures are large.
     let task = RT.spawn(async move {
+        let t0 = std::time::Instant::now();
         let fx = Fx::new(b).await;
+        let t1 = t0.elapsed();
         f(fx.clone()).await;
+        let t2 = t0.elapsed();
         fx.assert_pool_clean(b.alias()).await;
+        let t3 = t0.elapsed();
         fx.drop_table().await;
+        if std::env::var("SQLX_ATOMIC_TEST_TIMING").is_ok() {
+            eprintln!("TIMING new {t1:?} body {t2:?} clean {t3:?} drop {:?}", t0.elapsed());
+        }
     });
     if let Err(e) = RT.block_on(task) {
         match e.try_into_panic() {
