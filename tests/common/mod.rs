@@ -239,7 +239,16 @@ where
     });
     if let Err(e) = RT.block_on(task) {
         match e.try_into_panic() {
-            Ok(p) => std::panic::resume_unwind(p),
+            // Re-raised on the test thread, so the harness shows the message (a worker thread's
+            // own panic output goes to whichever test first started the runtime).
+            Ok(p) => {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic".into());
+                panic!("{msg}");
+            }
             Err(e) => panic!("test task failed: {e}"),
         }
     }

@@ -1,0 +1,13 @@
+use sqlx_atomic::atomic;
+
+#[atomic(usign = "default")]
+async fn typo() -> Result<(), sqlx_atomic::Error> {
+    Ok(())
+}
+
+#[atomic(isolation = "serializable", savepoint = false)]
+async fn unsupported() -> Result<(), sqlx_atomic::Error> {
+    Ok(())
+}
+
+fn main() {}
