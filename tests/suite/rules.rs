@@ -579,19 +579,20 @@ t!(
     }
 );
 
-t!(
-    rule_7_1_cancelled_in_flight_control_statement_closes_the_connection,
-    |fx| {
-        // Poll the block just once: its BEGIN is in flight when it is dropped.
-        let f2 = fx.clone();
-        let mut fut = Box::pin(atomic().run(async move { ins(&f2, 1).await }));
-        let _ = futures::future::poll_immediate(&mut fut).await;
-        drop(fut);
-        assert_eq!(fx.committed().await, Vec::<i64>::new());
-        atomic().run(async { ins(&fx, 2).await }).await.unwrap();
-        assert_eq!(fx.committed().await, [2]);
-    }
-);
+t!(rule_7_1_cancelled_in_flight_control_statement_closes_the_connection, |fx| {
+    // Poll the block just once and drop it: usually its BEGIN (or first statement) is in flight.
+    // If the machine was fast enough for the first poll to reach the COMMIT, that COMMIT may
+    // still land on the server; either way no connection goes back to the pool inside a
+    // transaction (checked by the harness) and the next block commits only its own row.
+    let f2 = fx.clone();
+    let mut fut = Box::pin(atomic().run(async move { ins(&f2, 1).await }));
+    let _ = futures::future::poll_immediate(&mut fut).await;
+    drop(fut);
+    atomic().run(async { ins(&fx, 2).await }).await.unwrap();
+    let rows = fx.committed().await;
+    assert!(rows == [2] || rows == [1, 2], "{rows:?}");
+    fx.assert_pool_clean(B.alias()).await;
+});
 
 t!(rule_7_4_spawned_task_does_not_see_the_block, |fx| {
     atomic()
