@@ -234,7 +234,10 @@ where
         let t3 = t0.elapsed();
         fx.drop_table().await;
         if std::env::var("SQLX_ATOMIC_TEST_TIMING").is_ok() {
-            eprintln!("TIMING new {t1:?} body {t2:?} clean {t3:?} drop {:?}", t0.elapsed());
+            eprintln!(
+                "TIMING new {t1:?} body {t2:?} clean {t3:?} drop {:?}",
+                t0.elapsed()
+            );
         }
     });
     if let Err(e) = RT.block_on(task) {
