@@ -204,6 +204,30 @@ fn finish<T>(lease: &mut Lease, result: &Result<T, sqlx::Error>) {
     }
 }
 
+/// The body of the one-shot `Executor` methods: run on the pool, or on the task's connection after
+/// the owed statements, marking the block on failure (3.2).
+macro_rules! one_shot {
+    ($handle:expr, $query:expr, $method:ident) => {
+        Box::pin(async move {
+            let (target, actx) = target::<DB>(&$handle.alias).await.map_err(sqlx_err)?;
+            let query = Tap {
+                inner: $query,
+                actx,
+            };
+            match target {
+                Target::Pool(pool) => pool.$method(query).await,
+                Target::Conn(mut lease) => {
+                    lease.set_phase(Phase::Query);
+                    let conn = lease.typed::<DB>().map_err(sqlx_err)?;
+                    let result = (&mut **conn).$method(query).await;
+                    finish(&mut lease, &result);
+                    result
+                }
+            }
+        })
+    };
+}
+
 impl<DB> Executor<'static> for Handle<DB>
 where
     DB: Backend,
@@ -255,60 +279,21 @@ where
     where
         E: 'q + Execute<'q, DB>,
     {
-        Box::pin(async move {
-            let (target, actx) = target::<DB>(&self.alias).await.map_err(sqlx_err)?;
-            let query = Tap { inner: query, actx };
-            match target {
-                Target::Pool(pool) => pool.fetch_optional(query).await,
-                Target::Conn(mut lease) => {
-                    lease.set_phase(Phase::Query);
-                    let conn = lease.typed::<DB>().map_err(sqlx_err)?;
-                    let result = (&mut **conn).fetch_optional(query).await;
-                    finish(&mut lease, &result);
-                    result
-                }
-            }
-        })
+        one_shot!(self, query, fetch_optional)
     }
 
     fn execute<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<DB::QueryResult, sqlx::Error>>
     where
         E: 'q + Execute<'q, DB>,
     {
-        Box::pin(async move {
-            let (target, actx) = target::<DB>(&self.alias).await.map_err(sqlx_err)?;
-            let query = Tap { inner: query, actx };
-            match target {
-                Target::Pool(pool) => pool.execute(query).await,
-                Target::Conn(mut lease) => {
-                    lease.set_phase(Phase::Query);
-                    let conn = lease.typed::<DB>().map_err(sqlx_err)?;
-                    let result = (&mut **conn).execute(query).await;
-                    finish(&mut lease, &result);
-                    result
-                }
-            }
-        })
+        one_shot!(self, query, execute)
     }
 
     fn fetch_all<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Vec<DB::Row>, sqlx::Error>>
     where
         E: 'q + Execute<'q, DB>,
     {
-        Box::pin(async move {
-            let (target, actx) = target::<DB>(&self.alias).await.map_err(sqlx_err)?;
-            let query = Tap { inner: query, actx };
-            match target {
-                Target::Pool(pool) => pool.fetch_all(query).await,
-                Target::Conn(mut lease) => {
-                    lease.set_phase(Phase::Query);
-                    let conn = lease.typed::<DB>().map_err(sqlx_err)?;
-                    let result = (&mut **conn).fetch_all(query).await;
-                    finish(&mut lease, &result);
-                    result
-                }
-            }
-        })
+        one_shot!(self, query, fetch_all)
     }
 
     fn prepare_with<'e>(

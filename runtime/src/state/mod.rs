@@ -322,16 +322,9 @@ impl<H> TxState<H> {
 
     fn rollback_to(&mut self, sp: SpId, hooks_mark: usize) -> Result<(), ErrorKind> {
         self.hooks.truncate(hooks_mark);
-        self.manual_sps.retain(|(id, _)| *id < sp);
-        if let Some(pos) = self.owed_sps.iter().position(|s| *s == sp) {
-            self.owed_sps.truncate(pos);
+        let Some(pos) = self.forget_or_find(sp)? else {
             return Ok(());
-        }
-        let pos = self
-            .server_sps
-            .iter()
-            .position(|s| s.id == sp)
-            .ok_or(ErrorKind::InvalidSavepoint(sp.0))?;
+        };
         self.server_sps.truncate(pos + 1);
         self.server_sps[pos].closed = true;
         self.owed_sps.clear();
@@ -339,17 +332,25 @@ impl<H> TxState<H> {
         Ok(())
     }
 
-    fn release(&mut self, sp: SpId) -> Result<(), ErrorKind> {
+    /// Ends savepoint `sp` and the newer ones: if it was never sent, it is simply forgotten
+    /// (`None`); otherwise its position on the server's stack is returned.
+    fn forget_or_find(&mut self, sp: SpId) -> Result<Option<usize>, ErrorKind> {
         self.manual_sps.retain(|(id, _)| *id < sp);
         if let Some(pos) = self.owed_sps.iter().position(|s| *s == sp) {
             self.owed_sps.truncate(pos);
-            return Ok(());
+            return Ok(None);
         }
-        let pos = self
-            .server_sps
+        self.server_sps
             .iter()
             .position(|s| s.id == sp)
-            .ok_or(ErrorKind::InvalidSavepoint(sp.0))?;
+            .map(Some)
+            .ok_or(ErrorKind::InvalidSavepoint(sp.0))
+    }
+
+    fn release(&mut self, sp: SpId) -> Result<(), ErrorKind> {
+        let Some(pos) = self.forget_or_find(sp)? else {
+            return Ok(());
+        };
         // Releasing a savepoint destroys the newer ones too; they are closed already or owed.
         for s in &mut self.server_sps[pos..] {
             s.closed = true;
