@@ -43,14 +43,8 @@ fn postgres_rule_7_2_silent_rollback_is_an_error_and_runs_no_hook() {
 #[test]
 fn postgres_rule_1_7_failing_commit_rolls_back_and_runs_no_hook() {
     common::run(Backend::Postgres, |fx: Fx| async move {
-        let p = format!("{}_p", fx.table);
-        let c = format!("{}_c", fx.table);
-        fx.raw(&format!("CREATE TABLE {p} (id INT PRIMARY KEY)"))
-            .await;
-        fx.raw(&format!(
-            "CREATE TABLE {c} (pid INT REFERENCES {p}(id) DEFERRABLE INITIALLY DEFERRED)"
-        ))
-        .await;
+        let tables = fx.deferred_fk().await;
+        let c = tables.1.clone();
         let db = sqlx_atomic::postgres("pg");
         let r = Atomic::new()
             .using("pg")
@@ -80,7 +74,7 @@ fn postgres_rule_1_7_failing_commit_rolls_back_and_runs_no_hook() {
             .await
             .unwrap();
         assert_eq!(fx.committed().await, [1]);
-        fx.raw(&format!("DROP TABLE {c}; DROP TABLE {p}")).await;
+        fx.drop_deferred(tables).await;
     });
 }
 

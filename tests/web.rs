@@ -297,14 +297,8 @@ web_suite!(mysql, Backend::MySql);
 #[test]
 fn rule_8_3_failing_commit_is_a_500_without_hooks() {
     common::run(Backend::Postgres, |fx: Fx| async move {
-        let p = format!("{}_p", fx.table);
-        let c = format!("{}_c", fx.table);
-        fx.raw(&format!("CREATE TABLE {p} (id INT PRIMARY KEY)"))
-            .await;
-        fx.raw(&format!(
-            "CREATE TABLE {c} (pid INT REFERENCES {p}(id) DEFERRABLE INITIALLY DEFERRED)"
-        ))
-        .await;
+        let tables = fx.deferred_fk().await;
+        let c = tables.1.clone();
         let app = Router::new()
             .route(
                 "/{c}",
@@ -323,6 +317,6 @@ fn rule_8_3_failing_commit_is_a_500_without_hooks() {
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         assert_eq!(get_status(addr, &format!("/{c}")).await, 500);
         assert!(hooks_of(&c).is_empty());
-        fx.raw(&format!("DROP TABLE {c}; DROP TABLE {p}")).await;
+        fx.drop_deferred(tables).await;
     });
 }

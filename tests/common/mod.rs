@@ -329,6 +329,26 @@ impl Fx {
         }
     }
 
+    /// PostgreSQL: a parent table and a child table whose foreign key is checked only at
+    /// COMMIT, so inserting an orphan child makes COMMIT itself fail. Returns (parent, child);
+    /// dropped by [`drop_deferred`](Self::drop_deferred).
+    pub async fn deferred_fk(&self) -> (String, String) {
+        let p = format!("{}_p", self.table);
+        let c = format!("{}_c", self.table);
+        self.raw(&format!("CREATE TABLE {p} (id INT PRIMARY KEY)"))
+            .await;
+        self.raw(&format!(
+            "CREATE TABLE {c} (pid INT REFERENCES {p}(id) DEFERRABLE INITIALLY DEFERRED)"
+        ))
+        .await;
+        (p, c)
+    }
+
+    /// Drops the tables of [`deferred_fk`](Self::deferred_fk).
+    pub async fn drop_deferred(&self, (p, c): (String, String)) {
+        self.raw(&format!("DROP TABLE {c}; DROP TABLE {p}")).await;
+    }
+
     fn bigint(&self) -> &'static str {
         match self.backend {
             Backend::MySql => "SIGNED",
