@@ -8,8 +8,15 @@ async fn custom_error() -> Result<i64, AppError> {
     Ok(1)
 }
 
+mod app {
+    #[derive(Debug)]
+    pub struct Problem;
+
+    pub type Result<T> = std::result::Result<T, Problem>;
+}
+
 #[atomic(using = "default")]
-async fn string_error() -> std::result::Result<(), String> {
+async fn through_an_alias() -> app::Result<()> {
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 // Pass cases are binaries: functions not reachable from `main` would be dead code.
 #![allow(dead_code)]
 
-use sqlx_atomic::{atomic, Error};
+use sqlx_atomic::{Error, atomic};
 
 /// Doc comments stay on the function.
 #[atomic]
@@ -27,6 +27,7 @@ pub async fn configured_out() -> Result<(), Error> {
     this_does_not_exist()
 }
 
+#[rustfmt::skip]
 #[atomic] pub async fn one_line() -> Result<i32, Error> { Ok(1) }
 
 fn main() {}

@@ -11,10 +11,15 @@ async fn no_arguments(x: i64) -> Result<i64, sqlx_atomic::Error> {
 }
 
 #[atomic]
-pub async fn public_unit() -> Result<(), sqlx_atomic::Error> { Ok(()) }
+pub async fn public_unit() -> Result<(), sqlx_atomic::Error> {
+    Ok(())
+}
 
 #[atomic]
-pub(crate) async fn patterns_in_arguments((a, b): (i64, i64), mut acc: Vec<i64>) -> Result<Vec<i64>, sqlx_atomic::Error> {
+pub(crate) async fn patterns_in_arguments(
+    (a, b): (i64, i64),
+    mut acc: Vec<i64>,
+) -> Result<Vec<i64>, sqlx_atomic::Error> {
     acc.push(a);
     acc.push(b);
     Ok(acc)

@@ -5,7 +5,7 @@
 
 use std::fmt::Display;
 
-use sqlx_atomic::{atomic, Error};
+use sqlx_atomic::{Error, atomic};
 
 #[atomic]
 pub async fn with_lifetime<'a>(name: &'a str) -> Result<&'a str, Error> {
@@ -27,7 +27,10 @@ where
 }
 
 #[atomic]
-pub async fn impl_trait_argument(items: impl IntoIterator<Item = u8>, show: impl Display) -> Result<String, Error> {
+pub async fn impl_trait_argument(
+    items: impl IntoIterator<Item = u8>,
+    show: impl Display,
+) -> Result<String, Error> {
     Ok(format!("{show}: {}", items.into_iter().count()))
 }
 

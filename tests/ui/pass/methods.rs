@@ -3,7 +3,7 @@
 // Pass cases are binaries: functions not reachable from `main` would be dead code.
 #![allow(dead_code)]
 
-use sqlx_atomic::{atomic, Error};
+use sqlx_atomic::{Error, atomic};
 
 pub struct Repo {
     count: u32,

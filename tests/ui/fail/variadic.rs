@@ -1,15 +1,10 @@
 use sqlx_atomic::atomic;
 
-#[atomic]
-const fn constant() -> Result<(), sqlx_atomic::Error> {
-    Ok(())
-}
-
-
-
+// rustc rejects this function by itself too; #[atomic] says why it does not apply.
 #[atomic]
 async unsafe extern "C" fn variadic(count: i32, mut rest: ...) -> Result<(), sqlx_atomic::Error> {
     let _ = (count, &mut rest);
     Ok(())
 }
+
 fn main() {}

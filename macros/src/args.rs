@@ -1,0 +1,465 @@
+//! Parsing of the arguments of `#[atomic(..)]`.
+//!
+//! Every argument is `name = value`. The parser never stops at the first mistake: a malformed
+//! argument is skipped up to the next comma and the rest are still checked, so one compile reports
+//! every mistake in the attribute.
+
+use proc_macro2::TokenStream;
+use syn::ext::IdentExt;
+use syn::parse::{Parse, ParseStream, Parser};
+use syn::{Expr, Ident, Lit, LitBool, LitStr, Path, Token};
+
+/// The arguments of one `#[atomic(..)]`, validated. `None` means "not given": the expansion only
+/// calls the builder methods of the arguments that were written.
+#[derive(Default)]
+pub(crate) struct AtomicArgs {
+    /// `using = "alias"`.
+    pub(crate) using: Option<LitStr>,
+    /// `savepoint = true | false`.
+    pub(crate) savepoint: Option<LitBool>,
+    /// `durable = true | false`.
+    pub(crate) durable: Option<LitBool>,
+    /// `crate = "path"`, already parsed as a path.
+    pub(crate) krate: Option<Path>,
+}
+
+/// Parses the attribute's argument tokens, reporting every mistake at once.
+pub(crate) fn parse(args: TokenStream) -> syn::Result<AtomicArgs> {
+    Parser::parse2(AtomicArgs::parse, args)
+}
+
+const EXPECTED_NAMES: &str = "`using`, `savepoint`, `durable` or `crate`";
+
+/// The arguments `#[atomic]` knows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Name {
+    Using,
+    Savepoint,
+    Durable,
+    Crate,
+}
+
+impl Name {
+    fn from_ident(ident: &Ident) -> Option<Self> {
+        Some(match ident.unraw().to_string().as_str() {
+            "using" => Name::Using,
+            "savepoint" => Name::Savepoint,
+            "durable" => Name::Durable,
+            "crate" => Name::Crate,
+            _ => return None,
+        })
+    }
+
+    fn example(self) -> &'static str {
+        match self {
+            Name::Using => "using = \"default\"",
+            Name::Savepoint => "savepoint = false",
+            Name::Durable => "durable = true",
+            Name::Crate => "crate = \"::sqlx_atomic\"",
+        }
+    }
+}
+
+/// Gathers errors so they can be reported together.
+#[derive(Default)]
+struct Errors(Option<syn::Error>);
+
+impl Errors {
+    fn push(&mut self, error: syn::Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+}
+
+impl Parse for AtomicArgs {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut args = AtomicArgs::default();
+        let mut errors = Errors::default();
+        while !input.is_empty() {
+            if let Err(error) = parse_one(input, &mut args, &mut errors) {
+                errors.push(error);
+                // Resynchronise on the next comma so the remaining arguments are still checked.
+                while !input.is_empty() && !input.peek(Token![,]) {
+                    input.parse::<proc_macro2::TokenTree>()?;
+                }
+            }
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+        }
+        match errors.0 {
+            Some(error) => Err(error),
+            None => Ok(args),
+        }
+    }
+}
+
+/// Parses one `name = value` and stores it in `args`. Returns `Err` for a syntax error (the caller
+/// skips to the next comma); mistakes in a well-formed argument go to `errors`.
+fn parse_one(
+    input: ParseStream<'_>,
+    args: &mut AtomicArgs,
+    errors: &mut Errors,
+) -> syn::Result<()> {
+    if !input.peek(Ident::peek_any) {
+        return Err(input.error(format!(
+            "expected an argument of #[atomic]: {EXPECTED_NAMES}"
+        )));
+    }
+    let ident = input.call(Ident::parse_any)?;
+    let name = Name::from_ident(&ident);
+    let Some(name) = name else {
+        errors.push(syn::Error::new(
+            ident.span(),
+            format!("unknown argument `{ident}` to #[atomic]; expected {EXPECTED_NAMES}"),
+        ));
+        // An unknown argument's value is not checked; skipping it also covers a bare `foo`.
+        while !input.is_empty() && !input.peek(Token![,]) {
+            input.parse::<proc_macro2::TokenTree>()?;
+        }
+        return Ok(());
+    };
+    if !input.peek(Token![=]) {
+        let span = if input.is_empty() || input.peek(Token![,]) {
+            ident.span()
+        } else {
+            input.span()
+        };
+        return Err(syn::Error::new(
+            span,
+            format!("expected `=` after `{ident}`, e.g. `{}`", name.example()),
+        ));
+    }
+    let eq: Token![=] = input.parse()?;
+    if input.is_empty() || input.peek(Token![,]) {
+        return Err(syn::Error::new(
+            eq.span,
+            format!(
+                "expected a value after `{ident} =`, e.g. `{}`",
+                name.example()
+            ),
+        ));
+    }
+    let value: Expr = input.parse()?;
+    if !input.is_empty() && !input.peek(Token![,]) {
+        return Err(input.error("expected `,` between the arguments of #[atomic]"));
+    }
+
+    let already_given = match name {
+        Name::Using => args.using.is_some(),
+        Name::Savepoint => args.savepoint.is_some(),
+        Name::Durable => args.durable.is_some(),
+        Name::Crate => args.krate.is_some(),
+    };
+    if already_given {
+        errors.push(syn::Error::new(
+            ident.span(),
+            format!("duplicate argument `{ident}`"),
+        ));
+        return Ok(());
+    }
+    let result = match name {
+        Name::Using => alias(value).map(|lit| args.using = Some(lit)),
+        Name::Savepoint => boolean(value, "savepoint").map(|lit| args.savepoint = Some(lit)),
+        Name::Durable => boolean(value, "durable").map(|lit| args.durable = Some(lit)),
+        Name::Crate => crate_path(value).map(|path| args.krate = Some(path)),
+    };
+    if let Err(error) = result {
+        errors.push(error);
+    }
+    Ok(())
+}
+
+/// Removes the invisible groups a `macro_rules!` fragment (`$v:expr`) wraps around a value.
+fn ungroup(mut value: Expr) -> Expr {
+    while let Expr::Group(group) = value {
+        value = *group.expr;
+    }
+    value
+}
+
+fn alias(value: Expr) -> syn::Result<LitStr> {
+    match ungroup(value) {
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => {
+            if lit.value().is_empty() {
+                Err(syn::Error::new(
+                    lit.span(),
+                    "the database alias cannot be empty",
+                ))
+            } else {
+                Ok(lit)
+            }
+        }
+        Expr::Lit(other) => Err(syn::Error::new_spanned(
+            other,
+            "expected a string literal naming a database alias, e.g. using = \"default\"",
+        )),
+        other => Err(syn::Error::new_spanned(
+            other,
+            "`using` takes a string literal naming the alias, e.g. using = \"reports\"; aliases \
+             are resolved by name at run time, so for one held in a constant or computed, use the \
+             function form: `Atomic::new().using(alias).run(async move { .. }).await`",
+        )),
+    }
+}
+
+fn boolean(value: Expr, name: &str) -> syn::Result<LitBool> {
+    match ungroup(value) {
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Bool(lit),
+            ..
+        }) => Ok(lit),
+        other => Err(syn::Error::new_spanned(
+            other,
+            format!("expected `true` or `false` for `{name}`"),
+        )),
+    }
+}
+
+fn crate_path(value: Expr) -> syn::Result<Path> {
+    const MESSAGE: &str = "expected a string literal holding the path of the sqlx_atomic crate, \
+                           e.g. crate = \"::sqlx_atomic\" or crate = \"my_app::sqlx_atomic\"";
+    match ungroup(value) {
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => lit
+            .parse_with(Path::parse_mod_style)
+            .map_err(|_| syn::Error::new(lit.span(), MESSAGE)),
+        other => Err(syn::Error::new_spanned(other, MESSAGE)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    fn ok(args: TokenStream) -> AtomicArgs {
+        match parse(args.clone()) {
+            Ok(parsed) => parsed,
+            Err(error) => panic!("`{args}` should parse, got: {error}"),
+        }
+    }
+
+    /// Every message reported for `args`, in order.
+    fn errors(args: TokenStream) -> Vec<String> {
+        match parse(args.clone()) {
+            Ok(_) => panic!("`{args}` should be rejected"),
+            Err(error) => error.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    fn errors_str(args: &str) -> Vec<String> {
+        let tokens: TokenStream = args
+            .parse()
+            .unwrap_or_else(|e| panic!("`{args}` does not lex: {e}"));
+        errors(tokens)
+    }
+
+    #[test]
+    fn no_arguments() {
+        let args = ok(quote!());
+        assert!(args.using.is_none());
+        assert!(args.savepoint.is_none());
+        assert!(args.durable.is_none());
+        assert!(args.krate.is_none());
+    }
+
+    #[test]
+    fn every_argument_in_any_order() {
+        let args = ok(quote!(
+            durable = true,
+            crate = "my::sa",
+            savepoint = false,
+            using = "x",
+        ));
+        assert_eq!(args.using.unwrap().value(), "x");
+        assert!(!args.savepoint.unwrap().value);
+        assert!(args.durable.unwrap().value);
+        let krate = args.krate.unwrap();
+        assert_eq!(quote!(#krate).to_string(), quote!(my::sa).to_string());
+    }
+
+    #[test]
+    fn crate_path_forms() {
+        for (text, expected) in [
+            ("::sqlx_atomic", quote!(::sqlx_atomic)),
+            ("crate", quote!(crate)),
+            ("self::sa", quote!(self::sa)),
+            (
+                "crate::reexports::sqlx_atomic",
+                quote!(crate::reexports::sqlx_atomic),
+            ),
+        ] {
+            let krate = ok(quote!(crate = #text)).krate.unwrap();
+            assert_eq!(quote!(#krate).to_string(), expected.to_string(), "{text}");
+        }
+    }
+
+    #[test]
+    fn raw_identifiers_are_accepted() {
+        assert!(ok(quote!(r#using = "a")).using.is_some());
+    }
+
+    #[test]
+    fn unknown_argument() {
+        assert_eq!(
+            errors(quote!(foo = 1)),
+            [
+                "unknown argument `foo` to #[atomic]; expected `using`, `savepoint`, `durable` or `crate`"
+            ]
+        );
+        assert_eq!(errors(quote!(foo)).len(), 1);
+        assert_eq!(errors(quote!(foo(1, 2))).len(), 1);
+    }
+
+    #[test]
+    fn duplicate_argument() {
+        assert_eq!(
+            errors(quote!(using = "a", savepoint = true, using = "b")),
+            ["duplicate argument `using`"]
+        );
+        assert_eq!(
+            errors(quote!(crate = "a", crate = "a")),
+            ["duplicate argument `crate`"]
+        );
+    }
+
+    #[test]
+    fn wrong_value_types() {
+        assert_eq!(
+            errors(quote!(savepoint = "no")),
+            ["expected `true` or `false` for `savepoint`"]
+        );
+        assert_eq!(
+            errors(quote!(durable = 1)),
+            ["expected `true` or `false` for `durable`"]
+        );
+        assert_eq!(
+            errors(quote!(using = 3)),
+            ["expected a string literal naming a database alias, e.g. using = \"default\""]
+        );
+        assert_eq!(
+            errors(quote!(using = "")),
+            ["the database alias cannot be empty"]
+        );
+        for non_literal in [
+            quote!(using = ALIAS),
+            quote!(using = some::path),
+            quote!(using = f()),
+        ] {
+            let messages = errors(non_literal);
+            assert_eq!(messages.len(), 1);
+            assert!(
+                messages[0].starts_with("`using` takes a string literal"),
+                "{}",
+                messages[0]
+            );
+            assert!(
+                messages[0].contains("Atomic::new().using("),
+                "{}",
+                messages[0]
+            );
+        }
+        for bad_crate in [
+            quote!(crate = sqlx_atomic),
+            quote!(crate = "not a path"),
+            quote!(crate = ""),
+        ] {
+            let messages = errors(bad_crate);
+            assert_eq!(messages.len(), 1);
+            assert!(messages[0].starts_with("expected a string literal holding the path"));
+        }
+    }
+
+    #[test]
+    fn every_error_is_reported() {
+        let messages = errors(quote!(
+            foo = 1,
+            using = "",
+            savepoint = "no",
+            savepoint = true,
+            durable = maybe
+        ));
+        assert_eq!(
+            messages,
+            [
+                "unknown argument `foo` to #[atomic]; expected `using`, `savepoint`, `durable` or `crate`",
+                "the database alias cannot be empty",
+                "expected `true` or `false` for `savepoint`",
+                "expected `true` or `false` for `durable`",
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_errors_not_panics() {
+        for args in [
+            "using",
+            "using =",
+            "=",
+            ",",
+            ",,",
+            "using = \"a\",,",
+            "using = \"a\" \"b\"",
+            "using \"a\"",
+            "using = = \"a\"",
+            "savepoint = true false",
+            "= true",
+            "\"a\"",
+            "3",
+            "using = \"a\"; savepoint = true",
+            "(using = \"a\")",
+            "using = [\"a\"]",
+            "crate",
+            "crate =",
+            "using: \"a\"",
+            "durable = !",
+            "#",
+            "::",
+        ] {
+            let messages = errors_str(args);
+            assert!(!messages.is_empty(), "{args}");
+        }
+    }
+
+    #[test]
+    fn syntax_error_messages() {
+        assert_eq!(
+            errors_str("using"),
+            ["expected `=` after `using`, e.g. `using = \"default\"`"]
+        );
+        assert_eq!(
+            errors_str("savepoint"),
+            ["expected `=` after `savepoint`, e.g. `savepoint = false`"]
+        );
+        assert_eq!(
+            errors_str("using ="),
+            ["expected a value after `using =`, e.g. `using = \"default\"`"]
+        );
+        assert_eq!(
+            errors_str("using = \"a\" \"b\""),
+            ["expected `,` between the arguments of #[atomic]"]
+        );
+        assert_eq!(
+            errors_str(","),
+            ["expected an argument of #[atomic]: `using`, `savepoint`, `durable` or `crate`"]
+        );
+    }
+
+    #[test]
+    fn parsing_continues_after_a_syntax_error() {
+        assert_eq!(
+            errors_str("using = \"a\" \"b\", foo = 1, durable = 2"),
+            [
+                "expected `,` between the arguments of #[atomic]",
+                "unknown argument `foo` to #[atomic]; expected `using`, `savepoint`, `durable` or `crate`",
+                "expected `true` or `false` for `durable`",
+            ]
+        );
+    }
+}
