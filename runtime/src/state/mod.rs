@@ -401,9 +401,19 @@ impl<H> TxState<H> {
                 }
             }
             Kind::Outermost | Kind::Test => {
-                let commit = frame.kind == Kind::Outermost && !failed && !self.broken;
+                let commit = frame.kind == Kind::Outermost && !failed;
                 if self.lost {
                     plan.error = Some(ErrorKind::ConnectionLost);
+                } else if commit && self.begun && self.broken {
+                    // The body believes all is well (the flag was cleared), but a statement of
+                    // the transaction's own control failed: only a rollback is safe, and it must
+                    // not be reported as success (7.2).
+                    plan.stmts.push(Control::Rollback);
+                    plan.error = Some(if self.aborted {
+                        ErrorKind::Aborted
+                    } else {
+                        ErrorKind::Doomed
+                    });
                 } else if commit && self.begun {
                     if let Some(sp) = self.owed_rollback_to.take() {
                         plan.stmts.push(Control::RollbackTo(sp));

@@ -394,3 +394,27 @@ fn rule_4_4_manual_savepoints() {
     assert!(s.ran.is_empty());
     assert_eq!(s.st.savepoint(), None);
 }
+
+#[test]
+fn rule_7_2_failed_control_statement_then_cleared_flag_is_not_success() {
+    // PostgreSQL refuses the SAVEPOINT of an aborted transaction; the user cleared the flag.
+    let mut st: TxState<&str> = TxState::new(true, true);
+    let o = BlockOpts {
+        savepoint: true,
+        durable: false,
+        test: false,
+    };
+    st.enter(1, o).unwrap();
+    st.before_query().unwrap();
+    st.query_failed(true);
+    st.set_rollback(false).unwrap();
+    st.enter(2, o).unwrap();
+    st.before_query().unwrap(); // owes SAVEPOINT: the server refuses it
+    st.control_failed();
+    st.set_rollback(false).unwrap();
+    assert!(st.exit(2, Outcome::Ok).unwrap().error.is_none());
+    let plan = st.exit(1, Outcome::Ok).unwrap();
+    assert_eq!(plan.stmts, vec![Control::Rollback]);
+    assert!(matches!(plan.error, Some(ErrorKind::Aborted)));
+    assert!(plan.hooks.is_empty());
+}
