@@ -1,0 +1,523 @@
+//! A reference model of SEMANTICS.md as plain Rust, with no I/O (issue 4).
+//!
+//! A [`Program`] is a tree of operations run by one task starting at top level (autocommit on,
+//! no block open on any alias). [`expected`] returns what must hold afterwards: the rows
+//! committed on each alias and the on_commit hooks that ran, in order.
+//!
+//! What the model encodes, rule by rule:
+//!
+//! * Each alias has its own state (6.2): its stack of open blocks, the needs-rollback flag, the
+//!   rows and hooks of its open transaction (each remembered with the position it was made at, so
+//!   that rolling back to a savepoint discards exactly what was done since: 5.4), and, on
+//!   PostgreSQL, whether the server aborted the transaction (7.2).
+//! * 1.1: an outermost block clears needs-rollback and starts a transaction. 1.2: a nested block
+//!   gets a savepoint unless `savepoint = false` or needs-rollback is set.
+//! * 1.3/1.4/2.2: a block fails when its body returns `Err`, panics, is cancelled, or ends with
+//!   needs-rollback set (so `set_rollback(true)` then `Ok` fails). On failure needs-rollback is
+//!   cleared; a nested block with a savepoint rolls back to it (its rows and hooks are
+//!   discarded); one without sets needs-rollback again on the enclosing block; the outermost
+//!   block rolls back everything. An `Err` or a cancellation is ignored by the enclosing body,
+//!   which goes on; a panic goes through every enclosing block (each of them fails) up to the
+//!   top-level operation, where the runner catches it and the program goes on.
+//! * 3.1: while needs-rollback is set, an `Insert` or a `FailingStatement` is refused and does
+//!   nothing. 3.2: a statement that fails inside a block sets needs-rollback. Outside any block
+//!   (of that alias) an insert commits at once (4.1) and a failing statement does nothing.
+//! * 5.1–5.6: inside a block a hook is kept; rolling back to a savepoint discards the hooks
+//!   registered since; rolling back the transaction discards all; after the outermost COMMIT the
+//!   hooks run in registration order; outside any block of its alias a hook runs at once.
+//! * 7.2 (PostgreSQL only): a failing statement also aborts the server transaction. While it is
+//!   aborted every statement fails (an `Insert` then inserts nothing and, being a failed
+//!   statement, sets needs-rollback: 3.2), including a SAVEPOINT still owed by an open block
+//!   (9.1: savepoints are sent lazily, before the first query inside the block). A ROLLBACK TO a
+//!   savepoint that reached the server (necessarily before the error) ends the abort. An
+//!   outermost block whose body ends `Ok` with the transaction still aborted does not commit:
+//!   nothing of it stays and no hook runs (the block returns `Aborted`).
+//! * 1.5, 2.2, 7.2: a block returns its body's `Err` or panic; a body's `Ok` is returned even
+//!   when the block fails because needs-rollback is set (2.2), except that an outermost block
+//!   that leaves normally on a transaction that cannot commit (aborted by PostgreSQL, or only
+//!   fit for a rollback, below) returns an error: it must never report success (7.2).
+//! * Beyond the letter of the contract (the model follows the library's choice, which is the
+//!   safe one): when an owed SAVEPOINT is refused by the aborted server, the transaction can only
+//!   be rolled back whole; every later query of that transaction is refused and the outermost
+//!   block rolls back, whatever the rollback flag says.
+
+#![allow(dead_code)]
+
+use std::fmt;
+
+/// One of the two aliases of a program; the runner maps them to real aliases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Alias {
+    A,
+    B,
+}
+
+impl Alias {
+    pub fn index(self) -> usize {
+        match self {
+            Alias::A => 0,
+            Alias::B => 1,
+        }
+    }
+}
+
+/// How a block's body ends, after its operations ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Returns `Ok(())`.
+    Ok,
+    /// Returns `Err(..)`; the enclosing body ignores it.
+    Err,
+    /// `panic!`: the panic goes through every enclosing block.
+    Panic,
+    /// The block's future is dropped at its next await point; the enclosing body goes on.
+    Cancel,
+}
+
+/// An operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `INSERT INTO t (v) VALUES (value)` on the alias; errors are ignored.
+    Insert(Alias, i64),
+    /// `INSERT INTO t (v) VALUES (NULL)`: rejected by the server (NOT NULL); the error is ignored.
+    FailingStatement(Alias),
+    /// `using(alias).set_rollback(flag)`; only generated where a block of the alias is open.
+    SetRollback(Alias, bool),
+    /// `on_commit(hook).using(alias)`, the hook logging `label`.
+    OnCommit(Alias, u32),
+    /// An atomic block.
+    Block(Block),
+}
+
+/// `Atomic::new().using(alias).savepoint(savepoint).run(body then exit)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    pub alias: Alias,
+    pub savepoint: bool,
+    pub body: Vec<Op>,
+    pub exit: Exit,
+}
+
+/// A top-level program: operations run in autocommit, outside any block.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Program {
+    pub ops: Vec<Op>,
+}
+
+/// What the model predicts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Expected {
+    /// Committed rows per alias (index by [`Alias::index`]), sorted.
+    pub rows: [Vec<i64>; 2],
+    /// Labels of the hooks that ran, in order.
+    pub hooks: Vec<u32>,
+    /// What each block returned to its caller, in the order the blocks ended.
+    pub results: Vec<BlockResult>,
+    /// What the program exercised (not part of the prediction).
+    pub stats: Stats,
+}
+
+/// What a block returned to its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockResult {
+    Ok,
+    Err,
+    Panicked,
+    Cancelled,
+}
+
+/// Counts of the paths a program took through the model, to report coverage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    pub blocks: u64,
+    pub max_depth: u64,
+    pub commits: u64,
+    pub rollbacks: u64,
+    pub savepoint_rollbacks: u64,
+    /// Failures of savepoint-less nested blocks passed up (1.4).
+    pub doomed_parents: u64,
+    /// Queries refused while needs-rollback was set (3.1).
+    pub refused: u64,
+    pub panics: u64,
+    pub cancels: u64,
+    /// Outermost blocks that ended `Ok` on an aborted PostgreSQL transaction (7.2).
+    pub aborted_commits: u64,
+    /// Aborts ended by a ROLLBACK TO (7.2).
+    pub aborts_cleared: u64,
+    /// Owed SAVEPOINTs refused by an aborted server.
+    pub broken: u64,
+    /// Hooks discarded by a rollback (5.4, 5.5).
+    pub hooks_discarded: u64,
+}
+
+impl std::ops::AddAssign for Stats {
+    fn add_assign(&mut self, o: Stats) {
+        self.blocks += o.blocks;
+        self.max_depth = self.max_depth.max(o.max_depth);
+        self.commits += o.commits;
+        self.rollbacks += o.rollbacks;
+        self.savepoint_rollbacks += o.savepoint_rollbacks;
+        self.doomed_parents += o.doomed_parents;
+        self.refused += o.refused;
+        self.panics += o.panics;
+        self.cancels += o.cancels;
+        self.aborted_commits += o.aborted_commits;
+        self.aborts_cleared += o.aborts_cleared;
+        self.broken += o.broken;
+        self.hooks_discarded += o.hooks_discarded;
+    }
+}
+
+/// The backend behind an alias, as far as the model cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flavor {
+    /// A failing statement aborts the whole server transaction (PostgreSQL).
+    pub aborts_on_error: bool,
+}
+
+impl Flavor {
+    pub const SQLITE: Flavor = Flavor {
+        aborts_on_error: false,
+    };
+    pub const POSTGRES: Flavor = Flavor {
+        aborts_on_error: true,
+    };
+    pub const MYSQL: Flavor = Flavor {
+        aborts_on_error: false,
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sp {
+    /// The block made no savepoint.
+    None,
+    /// The block's savepoint is owed: no query ran since the block opened (9.1).
+    Owed,
+    /// The SAVEPOINT reached the server.
+    Sent,
+}
+
+#[derive(Debug)]
+struct Frame {
+    sp: Sp,
+    rows_mark: usize,
+    hooks_mark: usize,
+}
+
+#[derive(Debug, Default)]
+struct AliasState {
+    blocks: Vec<Frame>,
+    needs_rollback: bool,
+    /// Rows of the open transaction, in order.
+    rows: Vec<i64>,
+    /// Hooks of the open transaction, in registration order.
+    hooks: Vec<u32>,
+    /// The server aborted the transaction (PostgreSQL).
+    aborted: bool,
+    /// An owed SAVEPOINT was refused: only a whole rollback is possible.
+    broken: bool,
+}
+
+struct Model {
+    flavors: [Flavor; 2],
+    aliases: [AliasState; 2],
+    committed: [Vec<i64>; 2],
+    hooks_ran: Vec<u32>,
+    depth: u64,
+    results: Vec<BlockResult>,
+    stats: Stats,
+}
+
+/// How a body ended, seen from the enclosing body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// The body (or block) ended, successfully or not: the enclosing body goes on.
+    Continue,
+    /// A panic is unwinding.
+    Panic,
+}
+
+impl Model {
+    fn query(&mut self, alias: Alias, fails: bool, value: Option<i64>) {
+        let i = alias.index();
+        let aborts = self.flavors[i].aborts_on_error;
+        let st = &mut self.aliases[i];
+        if st.blocks.is_empty() {
+            // 4.1: autocommit.
+            if !fails && let Some(v) = value {
+                self.committed[i].push(v);
+            }
+            return;
+        }
+        if st.needs_rollback || st.broken {
+            // 3.1: refused, nothing sent.
+            self.stats.refused += 1;
+            return;
+        }
+        // 9.1: the owed SAVEPOINTs go first.
+        for f in st.blocks.iter_mut() {
+            if f.sp == Sp::Owed {
+                if st.aborted {
+                    self.stats.broken += 1;
+                    st.broken = true;
+                    st.needs_rollback = true;
+                    return;
+                }
+                f.sp = Sp::Sent;
+            }
+        }
+        if fails || st.aborted {
+            // 3.2; on PostgreSQL the server aborts the transaction (7.2).
+            st.needs_rollback = true;
+            if aborts {
+                st.aborted = true;
+            }
+            return;
+        }
+        if let Some(v) = value {
+            st.rows.push(v);
+        }
+    }
+
+    fn on_commit(&mut self, alias: Alias, label: u32) {
+        let st = &mut self.aliases[alias.index()];
+        if st.blocks.is_empty() {
+            self.hooks_ran.push(label); // 5.2
+        } else {
+            st.hooks.push(label); // 5.1
+        }
+    }
+
+    fn set_rollback(&mut self, alias: Alias, flag: bool) {
+        let st = &mut self.aliases[alias.index()];
+        if !st.blocks.is_empty() {
+            st.needs_rollback = flag; // 2.1
+        }
+    }
+
+    fn ops(&mut self, ops: &[Op]) -> Flow {
+        for op in ops {
+            match op {
+                Op::Insert(a, v) => self.query(*a, false, Some(*v)),
+                Op::FailingStatement(a) => self.query(*a, true, None),
+                Op::SetRollback(a, f) => self.set_rollback(*a, *f),
+                Op::OnCommit(a, l) => self.on_commit(*a, *l),
+                Op::Block(b) => {
+                    if self.block(b) == Flow::Panic {
+                        return Flow::Panic;
+                    }
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    fn block(&mut self, b: &Block) -> Flow {
+        let i = b.alias.index();
+        self.depth += 1;
+        self.stats.blocks += 1;
+        self.stats.max_depth = self.stats.max_depth.max(self.depth);
+        {
+            let st = &mut self.aliases[i];
+            let sp = if st.blocks.is_empty() {
+                // 1.1
+                st.needs_rollback = false;
+                st.rows.clear();
+                st.hooks.clear();
+                st.aborted = false;
+                st.broken = false;
+                Sp::None
+            } else if b.savepoint && !st.needs_rollback {
+                Sp::Owed // 1.2, 9.1
+            } else {
+                Sp::None
+            };
+            st.blocks.push(Frame {
+                sp,
+                rows_mark: st.rows.len(),
+                hooks_mark: st.hooks.len(),
+            });
+        }
+        let flow = self.ops(&b.body);
+        self.depth -= 1;
+        let exit = if flow == Flow::Panic {
+            Exit::Panic
+        } else {
+            b.exit
+        };
+        match exit {
+            Exit::Panic => self.stats.panics += 1,
+            Exit::Cancel => self.stats.cancels += 1,
+            _ => {}
+        }
+        let st = &mut self.aliases[i];
+        let frame = st.blocks.pop().expect("the block's frame");
+        let failed = exit != Exit::Ok || st.needs_rollback; // 1.3, 1.4, 2.2
+        self.results.push(match exit {
+            // 7.2: a block that leaves normally on a transaction the server aborted (or that
+            // can only be rolled back) does not commit, and must not report success.
+            Exit::Ok if st.blocks.is_empty() && !failed && (st.aborted || st.broken) => {
+                BlockResult::Err
+            }
+            // 2.2: with needs-rollback set the block fails, but the `Ok` is returned.
+            Exit::Ok => BlockResult::Ok,
+            Exit::Err => BlockResult::Err,
+            Exit::Panic => BlockResult::Panicked,
+            Exit::Cancel => BlockResult::Cancelled,
+        });
+        if !st.blocks.is_empty() {
+            if failed {
+                st.needs_rollback = false;
+                if frame.sp != Sp::None && !st.broken {
+                    // Rolled back to the savepoint (5.4).
+                    self.stats.savepoint_rollbacks += 1;
+                    self.stats.hooks_discarded += (st.hooks.len() - frame.hooks_mark) as u64;
+                    st.rows.truncate(frame.rows_mark);
+                    st.hooks.truncate(frame.hooks_mark);
+                    if frame.sp == Sp::Sent && st.aborted {
+                        self.stats.aborts_cleared += 1;
+                        st.aborted = false;
+                    }
+                } else {
+                    self.stats.doomed_parents += 1;
+                    st.needs_rollback = true;
+                }
+            }
+        } else {
+            if !failed && !st.broken && !st.aborted {
+                // 1.3, 5.6
+                self.stats.commits += 1;
+                self.committed[i].append(&mut st.rows);
+                self.hooks_ran.append(&mut st.hooks);
+            } else {
+                self.stats.rollbacks += 1;
+                if !failed && st.aborted && !st.broken {
+                    self.stats.aborted_commits += 1;
+                }
+                self.stats.hooks_discarded += st.hooks.len() as u64;
+            }
+            // 5.5, 7.2: anything left was rolled back.
+            *st = AliasState::default();
+        }
+        match exit {
+            Exit::Panic => Flow::Panic,
+            _ => Flow::Continue,
+        }
+    }
+}
+
+/// What must hold after `program` ran at top level, alias A on `a` and alias B on `b`.
+pub fn expected(program: &Program, a: Flavor, b: Flavor) -> Expected {
+    let mut m = Model {
+        flavors: [a, b],
+        aliases: Default::default(),
+        committed: Default::default(),
+        hooks_ran: Vec::new(),
+        depth: 0,
+        results: Vec::new(),
+        stats: Stats::default(),
+    };
+    for op in &program.ops {
+        // A panic stops at the top-level operation; the program goes on.
+        let _ = m.ops(std::slice::from_ref(op));
+    }
+    let [mut ra, mut rb] = m.committed;
+    ra.sort_unstable();
+    rb.sort_unstable();
+    Expected {
+        rows: [ra, rb],
+        hooks: m.hooks_ran,
+        results: m.results,
+        stats: m.stats,
+    }
+}
+
+impl Program {
+    /// Number of `Insert` operations (their values are `0..n`, see [`Program::normalize`]).
+    pub fn inserts(&self) -> i64 {
+        fn count(ops: &[Op]) -> i64 {
+            ops.iter()
+                .map(|op| match op {
+                    Op::Insert(..) => 1,
+                    Op::Block(b) => count(&b.body),
+                    _ => 0,
+                })
+                .sum()
+        }
+        count(&self.ops)
+    }
+
+    /// Numbers the inserts' values and the hooks' labels in program order from 0, and gives
+    /// every `SetRollback` an alias with an open block (the innermost block's alias when its own
+    /// has none); a `SetRollback` at top level is dropped.
+    pub fn normalize(mut self) -> Program {
+        fn walk(ops: &mut Vec<Op>, open: &mut Vec<Alias>, next_v: &mut i64, next_h: &mut u32) {
+            if open.is_empty() {
+                ops.retain(|op| !matches!(op, Op::SetRollback(..)));
+            }
+            for op in ops.iter_mut() {
+                match op {
+                    Op::Insert(_, v) => {
+                        *v = *next_v;
+                        *next_v += 1;
+                    }
+                    Op::OnCommit(_, l) => {
+                        *l = *next_h;
+                        *next_h += 1;
+                    }
+                    Op::SetRollback(a, _) => {
+                        if !open.contains(a) {
+                            *a = *open.last().expect("inside a block");
+                        }
+                    }
+                    Op::FailingStatement(_) => {}
+                    Op::Block(b) => {
+                        open.push(b.alias);
+                        walk(&mut b.body, open, next_v, next_h);
+                        open.pop();
+                    }
+                }
+            }
+        }
+        walk(&mut self.ops, &mut Vec::new(), &mut 0, &mut 0);
+        self
+    }
+}
+
+impl fmt::Display for Alias {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Alias::A => "A",
+            Alias::B => "B",
+        })
+    }
+}
+
+fn fmt_ops(f: &mut fmt::Formatter<'_>, ops: &[Op], indent: usize) -> fmt::Result {
+    for op in ops {
+        let pad = "    ".repeat(indent);
+        match op {
+            Op::Insert(a, v) => writeln!(f, "{pad}insert {a} {v}")?,
+            Op::FailingStatement(a) => writeln!(f, "{pad}failing statement {a}")?,
+            Op::SetRollback(a, b) => writeln!(f, "{pad}set_rollback {a} {b}")?,
+            Op::OnCommit(a, l) => writeln!(f, "{pad}on_commit {a} h{l}")?,
+            Op::Block(b) => {
+                writeln!(
+                    f,
+                    "{pad}block {}{} {{",
+                    b.alias,
+                    if b.savepoint { "" } else { " savepoint=false" }
+                )?;
+                fmt_ops(f, &b.body, indent + 1)?;
+                writeln!(f, "{pad}}} exit {:?}", b.exit)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl fmt::Display for Program {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt_ops(f, &self.ops, 0)
+    }
+}
