@@ -1,5 +1,8 @@
 #![forbid(unsafe_code)]
 #![doc = include_str!("../README.md")]
 
-pub use sqlx_atomic_macros::atomic;
+pub use sqlx_atomic_macros::{atomic, non_atomic_requests};
 pub use sqlx_atomic_runtime::*;
+
+#[cfg(feature = "testing")]
+pub use sqlx_atomic_macros::test;

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use common::{Backend, Fx};
 use sqlx::AssertSqlSafe;
-use sqlx_atomic::{AtomicRequestsLayer, Error, on_commit};
+use sqlx_atomic::{AtomicRequestsLayer, Error, atomic, non_atomic_requests, on_commit};
 
 static HOOKS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
@@ -42,6 +42,83 @@ async fn hook(alias: &'static str, label: String) {
         .using(alias)
         .await
         .unwrap();
+}
+
+/// The handlers opted out with `#[non_atomic_requests(using = ..)]`, one per backend's alias (the
+/// attribute takes literal aliases).
+macro_rules! opted_out_handlers {
+    ($($alias:literal => $out:ident, $late:ident;)*) => {
+        $(
+            #[non_atomic_requests(using = $alias)]
+            async fn $out(Path((t, v)): Path<(String, i64)>) -> StatusCode {
+                // Autocommit: stays even though the handler answers 500.
+                insert($alias, &t, v).await.unwrap();
+                // A block inside commits on its own.
+                atomic_insert($alias, &t, v + 1).await.unwrap();
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+
+            #[non_atomic_requests(using = $alias)]
+            async fn $late(t: String, v: i64) -> &'static str {
+                insert($alias, &t, v).await.unwrap();
+                "ok"
+            }
+        )*
+
+        /// The opted-out handler for `alias`.
+        fn opted_out_of(
+            alias: &str,
+        ) -> fn(Path<(String, i64)>) -> std::pin::Pin<Box<dyn Future<Output = StatusCode> + Send>> {
+            match alias {
+                $($alias => |p| Box::pin($out(p)),)*
+                _ => unreachable!("no such test alias {alias}"),
+            }
+        }
+
+        /// Opts out of `alias` after the request transaction already sent a statement.
+        async fn opted_out_late(alias: &str, t: String, v: i64) -> &'static str {
+            match alias {
+                $($alias => $late(t, v + 1).await,)*
+                _ => unreachable!("no such test alias {alias}"),
+            }
+        }
+    };
+}
+
+opted_out_handlers! {
+    "sqlite" => opted_out_sqlite, opted_out_late_sqlite;
+    "pg" => opted_out_pg, opted_out_late_pg;
+    "my" => opted_out_my, opted_out_late_my;
+}
+
+#[atomic(using = "sqlite")]
+async fn atomic_insert_sqlite(t: &str, v: i64) -> Result<(), Error> {
+    insert("sqlite", t, v).await
+}
+
+#[atomic(using = "pg")]
+async fn atomic_insert_pg(t: &str, v: i64) -> Result<(), Error> {
+    insert("pg", t, v).await
+}
+
+#[atomic(using = "my")]
+async fn atomic_insert_my(t: &str, v: i64) -> Result<(), Error> {
+    insert("my", t, v).await
+}
+
+async fn atomic_insert(alias: &str, t: &str, v: i64) -> Result<(), Error> {
+    match alias {
+        "sqlite" => atomic_insert_sqlite(t, v).await,
+        "pg" => atomic_insert_pg(t, v).await,
+        _ => atomic_insert_my(t, v).await,
+    }
+}
+
+/// A handler opted out of an alias that is not configured: a clear error and a 500.
+#[non_atomic_requests(using = "no_such_alias")]
+async fn opt_out_unknown(alias: &'static str, t: String, v: i64) -> &'static str {
+    insert(alias, &t, v).await.unwrap();
+    "ok"
 }
 
 fn app(alias: &'static str) -> Router {
@@ -83,42 +160,20 @@ fn app(alias: &'static str) -> Router {
                 "rolled back"
             }),
         )
-        .route(
-            "/opted_out/{t}/{v}",
-            get(move |Path((t, v)): Path<(String, i64)>| {
-                sqlx_atomic::__private::non_atomic_requests(&[alias], async move {
-                    // Autocommit: stays even though the handler answers 500.
-                    insert(alias, &t, v).await.unwrap();
-                    // A block inside commits on its own.
-                    sqlx_atomic::Atomic::new()
-                        .using(alias)
-                        .run(async { insert(alias, &t, v + 1).await })
-                        .await
-                        .unwrap();
-                    StatusCode::INTERNAL_SERVER_ERROR
-                })
-            }),
-        )
+        .route("/opted_out/{t}/{v}", get(opted_out_of(alias)))
         .route(
             "/opted_out_late/{t}/{v}",
             get(move |Path((t, v)): Path<(String, i64)>| async move {
                 // The request transaction is used before the opt-out: a clear error, a 500, and
                 // nothing committed.
                 insert(alias, &t, v).await.unwrap();
-                sqlx_atomic::__private::non_atomic_requests(&[alias], async move {
-                    insert(alias, &t, v + 1).await.unwrap();
-                    "ok"
-                })
-                .await
+                opted_out_late(alias, t, v).await
             }),
         )
         .route(
             "/opt_out_unknown/{t}/{v}",
-            get(move |Path((t, v)): Path<(String, i64)>| {
-                sqlx_atomic::__private::non_atomic_requests(&["no_such_alias"], async move {
-                    insert(alias, &t, v).await.unwrap();
-                    "ok"
-                })
+            get(move |Path((t, v)): Path<(String, i64)>| async move {
+                opt_out_unknown(alias, t, v).await
             }),
         )
         .route(
@@ -141,7 +196,12 @@ fn app(alias: &'static str) -> Router {
 }
 
 async fn serve(alias: &'static str) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // A backlog of 4,096 (tokio's `bind` uses 1,024): 2,000 clients connect at once, and a full
+    // accept queue makes the kernel drop their handshakes (retried after 1 s, 3 s, …) or reset
+    // them, which would test the kernel rather than the layer.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(4096).unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app(alias)).await.unwrap() });
     addr
@@ -318,5 +378,120 @@ fn rule_8_3_failing_commit_is_a_500_without_hooks() {
         assert_eq!(get_status(addr, &format!("/{c}")).await, 500);
         assert!(hooks_of(&c).is_empty());
         fx.drop_deferred(tables).await;
+    });
+}
+
+/// Two aliases in one request (SQLite, then PostgreSQL, in `Databases::add` order): each its own
+/// transaction; they commit innermost (PostgreSQL) first, and a COMMIT that fails on PostgreSQL
+/// rolls the SQLite transaction back: a 500, no hook on either.
+#[test]
+fn rule_8_4_mixed_aliases_commit_together_and_a_failed_commit_rolls_the_other_back() {
+    common::run(Backend::Postgres, |pg: Fx| async move {
+        let sq = Fx::new(Backend::Sqlite).await;
+        let tables = pg.deferred_fk().await;
+        let (sq_t, pg_t, child) = (sq.table.clone(), pg.table.clone(), tables.1.clone());
+        let app = Router::new()
+            .route(
+                "/{code}/{bad}",
+                get(move |Path((code, bad)): Path<(u16, bool)>| {
+                    let (sq_t, pg_t, child) = (sq_t.clone(), pg_t.clone(), child.clone());
+                    async move {
+                        let v = i64::from(code);
+                        insert("sqlite", &sq_t, v).await.unwrap();
+                        hook("sqlite", format!("{sq_t}:{v}")).await;
+                        if bad {
+                            // Violates a deferred foreign key: PostgreSQL's COMMIT fails.
+                            sqlx::query(AssertSqlSafe(format!("INSERT INTO {child} VALUES (42)")))
+                                .execute(sqlx_atomic::postgres("pg"))
+                                .await
+                                .unwrap();
+                        } else {
+                            insert("pg", &pg_t, v).await.unwrap();
+                        }
+                        hook("pg", format!("{pg_t}:{v}")).await;
+                        StatusCode::from_u16(code).unwrap()
+                    }
+                }),
+            )
+            .layer(AtomicRequestsLayer::new());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        assert_eq!(get_status(addr, "/200/false").await, 200);
+        assert_eq!(
+            (sq.committed().await, pg.committed().await),
+            (vec![200], vec![200])
+        );
+        assert_eq!(
+            (hooks_of(&sq.table), hooks_of(&pg.table)),
+            (
+                vec![format!("{}:200", sq.table)],
+                vec![format!("{}:200", pg.table)]
+            )
+        );
+        // A client error rolls both back.
+        assert_eq!(get_status(addr, "/409/false").await, 409);
+        // PostgreSQL's COMMIT fails: SQLite's transaction, still open around it, rolls back.
+        assert_eq!(get_status(addr, "/201/true").await, 500);
+        assert_eq!(
+            (sq.committed().await, pg.committed().await),
+            (vec![200], vec![200])
+        );
+        assert_eq!(
+            (hooks_of(&sq.table).len(), hooks_of(&pg.table).len()),
+            (1, 1)
+        );
+        sq.assert_pool_clean("sqlite").await;
+        pg.assert_pool_clean("pg").await;
+        pg.drop_deferred(tables).await;
+        sq.drop_table().await;
+    });
+}
+
+/// A request whose future is dropped in the middle of the handler (the client went away, a
+/// timeout layer fired): the request transaction is rolled back, no hook runs, and the pool ends
+/// with every connection idle and outside any transaction.
+#[test]
+fn rule_8_1_a_dropped_request_rolls_back_and_leaves_the_pool_clean() {
+    use tower::ServiceExt;
+    common::run(Backend::Postgres, |fx: Fx| async move {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let tx = Arc::new(Mutex::new(Some(tx)));
+        let t = fx.table.clone();
+        let app = Router::new()
+            .route(
+                "/",
+                get(move || async move {
+                    insert("pg", &t, 1).await.unwrap();
+                    hook("pg", format!("{t}:1")).await;
+                    let inserted = tx.lock().unwrap().take();
+                    inserted.unwrap().send(()).unwrap();
+                    std::future::pending::<()>().await;
+                    "never"
+                }),
+            )
+            .layer(AtomicRequestsLayer::new());
+        let request = axum::http::Request::get("/")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let mut response = Box::pin(app.oneshot(request));
+        tokio::select! {
+            _ = &mut response => panic!("the handler never answers"),
+            sent = rx => sent.unwrap(),
+        }
+        drop(response);
+        // The rollback of a dropped request runs in the background: wait (without sleeping)
+        // until every connection is back in the pool.
+        let pool = sqlx_atomic::pool::<sqlx::Postgres>("pg").unwrap();
+        let mut waited = 0;
+        while pool.num_idle() as u32 != pool.size() {
+            waited += 1;
+            assert!(waited < 1_000_000, "the pool of pg did not settle");
+            tokio::task::yield_now().await;
+        }
+        fx.assert_pool_clean("pg").await;
+        assert_eq!(fx.committed().await, Vec::<i64>::new());
+        assert!(hooks_of(&fx.table).is_empty());
     });
 }

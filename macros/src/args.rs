@@ -1,4 +1,5 @@
-//! Parsing of the arguments of `#[atomic(..)]`.
+//! Parsing of the arguments of `#[atomic(..)]`, and what it shares with `#[non_atomic_requests(..)]`
+//! and `#[sqlx_atomic::test(..)]`: the `name = value` list parser, alias lists, crate paths.
 //!
 //! Every argument is `name = value`. The parser never stops at the first mistake: a malformed
 //! argument is skipped up to the next comma and the rest are still checked, so one compile reports
@@ -28,8 +29,6 @@ pub(crate) fn parse(args: TokenStream) -> syn::Result<AtomicArgs> {
     Parser::parse2(AtomicArgs::parse, args)
 }
 
-const EXPECTED_NAMES: &str = "`using`, `savepoint`, `durable` or `crate`";
-
 /// The arguments `#[atomic]` knows.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Name {
@@ -39,87 +38,146 @@ enum Name {
     Crate,
 }
 
-impl Name {
-    fn from_ident(ident: &Ident) -> Option<Self> {
-        Some(match ident.unraw().to_string().as_str() {
+const ATOMIC: Grammar<Name> = Grammar {
+    attr: "#[atomic]",
+    expected: "`using`, `savepoint`, `durable` or `crate`",
+    name: |name| {
+        Some(match name {
             "using" => Name::Using,
             "savepoint" => Name::Savepoint,
             "durable" => Name::Durable,
             "crate" => Name::Crate,
             _ => return None,
         })
-    }
+    },
+    example: |name| match name {
+        Name::Using => "using = \"default\"",
+        Name::Savepoint => "savepoint = false",
+        Name::Durable => "durable = true",
+        Name::Crate => "crate = \"::sqlx_atomic\"",
+    },
+};
 
-    fn example(self) -> &'static str {
-        match self {
-            Name::Using => "using = \"default\"",
-            Name::Savepoint => "savepoint = false",
-            Name::Durable => "durable = true",
-            Name::Crate => "crate = \"::sqlx_atomic\"",
-        }
+impl Parse for AtomicArgs {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut args = AtomicArgs::default();
+        parse_arguments(input, &ATOMIC, |name, ident, value, errors| {
+            let already_given = match name {
+                Name::Using => args.using.is_some(),
+                Name::Savepoint => args.savepoint.is_some(),
+                Name::Durable => args.durable.is_some(),
+                Name::Crate => args.krate.is_some(),
+            };
+            if already_given {
+                errors.push(duplicate_argument(&ident));
+                return;
+            }
+            let result = match name {
+                Name::Using => alias(value).map(|lit| args.using = Some(lit)),
+                Name::Savepoint => {
+                    boolean(value, "savepoint").map(|lit| args.savepoint = Some(lit))
+                }
+                Name::Durable => boolean(value, "durable").map(|lit| args.durable = Some(lit)),
+                Name::Crate => crate_path(value).map(|path| args.krate = Some(path)),
+            };
+            if let Err(error) = result {
+                errors.push(error);
+            }
+        })?;
+        Ok(args)
     }
+}
+
+/// The argument names of one attribute, and what to say about them.
+pub(crate) struct Grammar<N> {
+    /// The attribute, as written in messages: `#[atomic]`.
+    pub(crate) attr: &'static str,
+    /// Every argument name, as written in messages: "`using` or `crate`".
+    pub(crate) expected: &'static str,
+    /// The argument called `name` (unraw), if the attribute knows it.
+    pub(crate) name: fn(&str) -> Option<N>,
+    /// An example of the argument, for the messages about a missing `=` or value.
+    pub(crate) example: fn(N) -> &'static str,
 }
 
 /// Gathers errors so they can be reported together.
 #[derive(Default)]
-struct Errors(Option<syn::Error>);
+pub(crate) struct Errors(Option<syn::Error>);
 
 impl Errors {
-    fn push(&mut self, error: syn::Error) {
+    pub(crate) fn push(&mut self, error: syn::Error) {
         match &mut self.0 {
             Some(all) => all.combine(error),
             None => self.0 = Some(error),
         }
     }
+
+    pub(crate) fn into_result(self) -> syn::Result<()> {
+        match self.0 {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
 }
 
-impl Parse for AtomicArgs {
-    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        let mut args = AtomicArgs::default();
-        let mut errors = Errors::default();
-        while !input.is_empty() {
-            if let Err(error) = parse_one(input, &mut args, &mut errors) {
+/// Parses a comma-separated list of `name = value` arguments, handing each well-formed argument
+/// with a known name to `store`, which reports its own mistakes to the `Errors` it is given. Every
+/// mistake of the whole list is returned at once.
+pub(crate) fn parse_arguments<N: Copy>(
+    input: ParseStream<'_>,
+    grammar: &Grammar<N>,
+    mut store: impl FnMut(N, Ident, Expr, &mut Errors),
+) -> syn::Result<()> {
+    let mut errors = Errors::default();
+    while !input.is_empty() {
+        match parse_one(input, grammar, &mut errors) {
+            Ok(Some((name, ident, value))) => store(name, ident, value, &mut errors),
+            Ok(None) => {}
+            Err(error) => {
                 errors.push(error);
                 // Resynchronise on the next comma so the remaining arguments are still checked.
-                while !input.is_empty() && !input.peek(Token![,]) {
-                    input.parse::<proc_macro2::TokenTree>()?;
-                }
-            }
-            if !input.is_empty() {
-                input.parse::<Token![,]>()?;
+                skip_to_comma(input)?;
             }
         }
-        match errors.0 {
-            Some(error) => Err(error),
-            None => Ok(args),
+        if !input.is_empty() {
+            input.parse::<Token![,]>()?;
         }
     }
+    errors.into_result()
 }
 
-/// Parses one `name = value` and stores it in `args`. Returns `Err` for a syntax error (the caller
-/// skips to the next comma); mistakes in a well-formed argument go to `errors`.
-fn parse_one(
+fn skip_to_comma(input: ParseStream<'_>) -> syn::Result<()> {
+    while !input.is_empty() && !input.peek(Token![,]) {
+        input.parse::<proc_macro2::TokenTree>()?;
+    }
+    Ok(())
+}
+
+/// Parses one `name = value`. Returns `Err` for a syntax error (the caller skips to the next
+/// comma), `Ok(None)` for an unknown name (reported to `errors`, its value skipped).
+fn parse_one<N: Copy>(
     input: ParseStream<'_>,
-    args: &mut AtomicArgs,
+    grammar: &Grammar<N>,
     errors: &mut Errors,
-) -> syn::Result<()> {
+) -> syn::Result<Option<(N, Ident, Expr)>> {
+    let Grammar {
+        attr,
+        expected,
+        name,
+        example,
+    } = grammar;
     if !input.peek(Ident::peek_any) {
-        return Err(input.error(format!(
-            "expected an argument of #[atomic]: {EXPECTED_NAMES}"
-        )));
+        return Err(input.error(format!("expected an argument of {attr}: {expected}")));
     }
     let ident = input.call(Ident::parse_any)?;
-    let name = Name::from_ident(&ident);
-    let Some(name) = name else {
+    let Some(name) = name(&ident.unraw().to_string()) else {
         errors.push(syn::Error::new(
             ident.span(),
-            format!("unknown argument `{ident}` to #[atomic]; expected {EXPECTED_NAMES}"),
+            format!("unknown argument `{ident}` to {attr}; expected {expected}"),
         ));
         // An unknown argument's value is not checked; skipping it also covers a bare `foo`.
-        while !input.is_empty() && !input.peek(Token![,]) {
-            input.parse::<proc_macro2::TokenTree>()?;
-        }
-        return Ok(());
+        skip_to_comma(input)?;
+        return Ok(None);
     };
     if !input.peek(Token![=]) {
         let span = if input.is_empty() || input.peek(Token![,]) {
@@ -129,7 +187,7 @@ fn parse_one(
         };
         return Err(syn::Error::new(
             span,
-            format!("expected `=` after `{ident}`, e.g. `{}`", name.example()),
+            format!("expected `=` after `{ident}`, e.g. `{}`", example(name)),
         ));
     }
     let eq: Token![=] = input.parse()?;
@@ -138,46 +196,72 @@ fn parse_one(
             eq.span,
             format!(
                 "expected a value after `{ident} =`, e.g. `{}`",
-                name.example()
+                example(name)
             ),
         ));
     }
     let value: Expr = input.parse()?;
     if !input.is_empty() && !input.peek(Token![,]) {
-        return Err(input.error("expected `,` between the arguments of #[atomic]"));
+        return Err(input.error(format!("expected `,` between the arguments of {attr}")));
     }
+    Ok(Some((name, ident, value)))
+}
 
-    let already_given = match name {
-        Name::Using => args.using.is_some(),
-        Name::Savepoint => args.savepoint.is_some(),
-        Name::Durable => args.durable.is_some(),
-        Name::Crate => args.krate.is_some(),
-    };
-    if already_given {
-        errors.push(syn::Error::new(
-            ident.span(),
-            format!("duplicate argument `{ident}`"),
-        ));
-        return Ok(());
-    }
-    let result = match name {
-        Name::Using => alias(value).map(|lit| args.using = Some(lit)),
-        Name::Savepoint => boolean(value, "savepoint").map(|lit| args.savepoint = Some(lit)),
-        Name::Durable => boolean(value, "durable").map(|lit| args.durable = Some(lit)),
-        Name::Crate => crate_path(value).map(|path| args.krate = Some(path)),
-    };
-    if let Err(error) = result {
-        errors.push(error);
-    }
-    Ok(())
+pub(crate) fn duplicate_argument(ident: &Ident) -> syn::Error {
+    syn::Error::new(ident.span(), format!("duplicate argument `{ident}`"))
 }
 
 /// Removes the invisible groups a `macro_rules!` fragment (`$v:expr`) wraps around a value.
-fn ungroup(mut value: Expr) -> Expr {
+pub(crate) fn ungroup(mut value: Expr) -> Expr {
     while let Expr::Group(group) = value {
         value = *group.expr;
     }
     value
+}
+
+pub(crate) const NOT_A_STRING: &str = "aliases must be string literals, e.g. `using = \"reports\"` \
+                                       or `using = [\"reports\", \"audit\"]`";
+pub(crate) const EMPTY_LIST: &str = "the list of aliases is empty: name at least one, e.g. \
+                                     `using = [\"reports\"]`, or leave `using` out for the \
+                                     \"default\" alias";
+pub(crate) const EMPTY_ALIAS: &str = "the database alias cannot be empty";
+
+/// Appends the aliases of one `using = ..` of an attribute that takes several, a literal or a list
+/// of them, to `aliases`, reporting empty lists, non-literals, empty and repeated aliases.
+pub(crate) fn alias_list(value: Expr, aliases: &mut Vec<LitStr>, errors: &mut Errors) {
+    match ungroup(value) {
+        Expr::Array(list) => {
+            if list.elems.is_empty() {
+                let brackets = list.bracket_token.span.join();
+                errors.push(syn::Error::new(brackets, EMPTY_LIST));
+            }
+            for alias in list.elems {
+                add_alias(alias, aliases, errors);
+            }
+        }
+        alias => add_alias(alias, aliases, errors),
+    }
+}
+
+/// Checks one alias of a list and appends it to `aliases`.
+fn add_alias(value: Expr, aliases: &mut Vec<LitStr>, errors: &mut Errors) {
+    let lit = match ungroup(value) {
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => lit,
+        other => return errors.push(syn::Error::new_spanned(other, NOT_A_STRING)),
+    };
+    let name = lit.value();
+    if name.is_empty() {
+        errors.push(syn::Error::new(lit.span(), EMPTY_ALIAS));
+    } else if aliases.iter().any(|seen| seen.value() == name) {
+        errors.push(syn::Error::new(
+            lit.span(),
+            format!("duplicate alias {name:?}"),
+        ));
+    } else {
+        aliases.push(lit);
+    }
 }
 
 fn alias(value: Expr) -> syn::Result<LitStr> {
@@ -186,10 +270,7 @@ fn alias(value: Expr) -> syn::Result<LitStr> {
             lit: Lit::Str(lit), ..
         }) => {
             if lit.value().is_empty() {
-                Err(syn::Error::new(
-                    lit.span(),
-                    "the database alias cannot be empty",
-                ))
+                Err(syn::Error::new(lit.span(), EMPTY_ALIAS))
             } else {
                 Ok(lit)
             }
@@ -220,7 +301,7 @@ fn boolean(value: Expr, name: &str) -> syn::Result<LitBool> {
     }
 }
 
-fn crate_path(value: Expr) -> syn::Result<Path> {
+pub(crate) fn crate_path(value: Expr) -> syn::Result<Path> {
     const MESSAGE: &str = "expected a string literal holding the path of the sqlx_atomic crate, \
                            e.g. crate = \"::sqlx_atomic\" or crate = \"my_app::sqlx_atomic\"";
     match ungroup(value) {
@@ -245,19 +326,12 @@ mod tests {
         }
     }
 
-    /// Every message reported for `args`, in order.
     fn errors(args: TokenStream) -> Vec<String> {
-        match parse(args.clone()) {
-            Ok(_) => panic!("`{args}` should be rejected"),
-            Err(error) => error.into_iter().map(|e| e.to_string()).collect(),
-        }
+        crate::test_util::errors(parse, args)
     }
 
     fn errors_str(args: &str) -> Vec<String> {
-        let tokens: TokenStream = args
-            .parse()
-            .unwrap_or_else(|e| panic!("`{args}` does not lex: {e}"));
-        errors(tokens)
+        crate::test_util::errors_str(parse, args)
     }
 
     #[test]

@@ -22,10 +22,10 @@ pub(crate) fn atomic(args: TokenStream, item: TokenStream) -> TokenStream {
     };
 
     let args = args::parse(args).map_err(&mut push).ok();
-    let function = match syn::parse2::<AtomicFn>(item.clone()) {
+    let function = match syn::parse2::<FnItem>(item.clone()) {
         Ok(function) => Some(function),
         Err(_) => {
-            push(not_a_function(item.clone()));
+            push(not_a_function(item.clone(), NOT_ASYNC_FN, "#[atomic]"));
             None
         }
     };
@@ -53,16 +53,16 @@ pub(crate) fn atomic(args: TokenStream, item: TokenStream) -> TokenStream {
 /// An fn item with a body, as found on a free function or a method in an `impl` or a `trait`.
 /// The body is kept as tokens: it is re-emitted as written, and rustc, not syn, reports its
 /// syntax errors.
-struct AtomicFn {
-    outer_attrs: Vec<Attribute>,
-    vis: Visibility,
-    sig: Signature,
-    brace: token::Brace,
-    inner_attrs: Vec<Attribute>,
-    body: TokenStream,
+pub(crate) struct FnItem {
+    pub(crate) outer_attrs: Vec<Attribute>,
+    pub(crate) vis: Visibility,
+    pub(crate) sig: Signature,
+    pub(crate) brace: token::Brace,
+    pub(crate) inner_attrs: Vec<Attribute>,
+    pub(crate) body: TokenStream,
 }
 
-impl Parse for AtomicFn {
+impl Parse for FnItem {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let outer_attrs = input.call(Attribute::parse_outer)?;
         let vis = input.parse()?;
@@ -71,7 +71,7 @@ impl Parse for AtomicFn {
         let brace = braced!(content in input);
         let inner_attrs = content.call(Attribute::parse_inner)?;
         let body = content.parse()?;
-        Ok(AtomicFn {
+        Ok(FnItem {
             outer_attrs,
             vis,
             sig,
@@ -83,11 +83,12 @@ impl Parse for AtomicFn {
 }
 
 /// The error for an item that is not a function with a body, spanned on its head (`struct Name`)
-/// rather than on the whole item.
-fn not_a_function(item: TokenStream) -> syn::Error {
+/// rather than on the whole item: `message`, or for a trait method without a body, an explanation
+/// that `attr` needs the body.
+pub(crate) fn not_a_function(item: TokenStream, message: &str, attr: &str) -> syn::Error {
     let item = match syn::parse2::<Item>(item.clone()) {
         Ok(item) => item,
-        Err(_) => return syn::Error::new_spanned(item, NOT_ASYNC_FN),
+        Err(_) => return syn::Error::new_spanned(item, message),
     };
     let (first, last): (&dyn ToTokens, &dyn ToTokens) = match &item {
         Item::Const(i) => (&i.const_token, &i.ident),
@@ -112,17 +113,19 @@ fn not_a_function(item: TokenStream) -> syn::Error {
                 head.extend(method.sig.ident.to_token_stream());
                 return syn::Error::new_spanned(
                     head,
-                    "#[atomic] needs a function body: put it on the method in the `impl` block, \
-                     not on the trait's declaration",
+                    format!(
+                        "{attr} needs a function body: put it on the method in the `impl` block, \
+                         not on the trait's declaration"
+                    ),
                 );
             }
-            return syn::Error::new_spanned(tokens, NOT_ASYNC_FN);
+            return syn::Error::new_spanned(tokens, message);
         }
-        other => return syn::Error::new_spanned(other, NOT_ASYNC_FN),
+        other => return syn::Error::new_spanned(other, message),
     };
     let mut head = first.to_token_stream();
     head.extend(last.to_token_stream());
-    syn::Error::new_spanned(head, NOT_ASYNC_FN)
+    syn::Error::new_spanned(head, message)
 }
 
 /// Checks everything about the signature that `#[atomic]` relies on, and returns the declared
@@ -186,7 +189,7 @@ fn contains_impl_trait(ty: &Type) -> bool {
 }
 
 /// `ty` with every `impl Trait` replaced by `_`.
-fn infer_impl_trait(ty: &Type) -> Type {
+pub(crate) fn infer_impl_trait(ty: &Type) -> Type {
     let mut ty = ty.clone();
     visit_types(&mut ty, &mut |ty| {
         if let Type::ImplTrait(impl_trait) = ty {
@@ -227,7 +230,7 @@ fn visit_types(ty: &mut Type, f: &mut dyn FnMut(&mut Type)) {
 }
 
 /// `tokens` with every token moved to `location`, each keeping its own hygiene.
-fn relocate(tokens: TokenStream, location: Span) -> TokenStream {
+pub(crate) fn relocate(tokens: TokenStream, location: Span) -> TokenStream {
     tokens
         .into_iter()
         .map(|mut token| {
@@ -243,8 +246,8 @@ fn relocate(tokens: TokenStream, location: Span) -> TokenStream {
 }
 
 /// Re-emits the function with its body wrapped in the runtime's block runner.
-fn wrap_body(args: AtomicArgs, function: AtomicFn, return_type: &Type) -> TokenStream {
-    let AtomicFn {
+fn wrap_body(args: AtomicArgs, function: FnItem, return_type: &Type) -> TokenStream {
+    let FnItem {
         outer_attrs,
         vis,
         sig,
@@ -443,27 +446,8 @@ mod tests {
         );
     }
 
-    /// On an error, the output is the errors followed by the item unchanged.
     fn rejected(args: TokenStream, item: TokenStream) -> Vec<String> {
-        let out = atomic(args, item.clone());
-        let text = out.to_string();
-        assert!(
-            text.ends_with(&item.to_string()),
-            "the item must be emitted unchanged: {text}"
-        );
-        // Each error is `::core::compile_error! { "message" }`.
-        let mut messages = Vec::new();
-        let mut after_bang = false;
-        for token in out {
-            if let (true, TokenTree::Group(group)) = (after_bang, &token)
-                && let Some(TokenTree::Literal(lit)) = group.stream().into_iter().next()
-            {
-                let message = syn::parse_str::<syn::LitStr>(&lit.to_string()).unwrap();
-                messages.push(message.value());
-            }
-            after_bang = matches!(&token, TokenTree::Punct(punct) if punct.as_char() == '!');
-        }
-        messages
+        crate::test_util::rejected(atomic, args, item)
     }
 
     #[test]

@@ -135,14 +135,17 @@ impl AnyPool {
         }
     }
 
+    // sqlx's futures are large (kilobytes) and every backend's would sit side by side in the
+    // futures of the blocks that await them, copied at each move: they are boxed here, where they
+    // are made (one allocation beside a round trip to the server).
     pub(crate) async fn acquire(&self) -> Result<AnyConn, sqlx::Error> {
         Ok(match self {
             #[cfg(feature = "sqlite")]
-            AnyPool::Sqlite(p) => AnyConn::Sqlite(p.acquire().await?),
+            AnyPool::Sqlite(p) => AnyConn::Sqlite(Box::pin(p.acquire()).await?),
             #[cfg(feature = "postgres")]
-            AnyPool::Postgres(p) => AnyConn::Postgres(p.acquire().await?),
+            AnyPool::Postgres(p) => AnyConn::Postgres(Box::pin(p.acquire()).await?),
             #[cfg(feature = "mysql")]
-            AnyPool::MySql(p) => AnyConn::MySql(p.acquire().await?),
+            AnyPool::MySql(p) => AnyConn::MySql(Box::pin(p.acquire()).await?),
         })
     }
 }
@@ -154,13 +157,26 @@ pub(crate) fn savepoint_name(id: SpId) -> String {
 
 /// The text of a control statement, for logs and the statement recorder.
 pub(crate) fn control_text(stmt: Control, begin: Option<&str>) -> String {
-    match stmt {
-        Control::Begin => begin.unwrap_or("BEGIN").to_owned(),
-        Control::Commit => "COMMIT".to_owned(),
-        Control::Rollback => "ROLLBACK".to_owned(),
-        Control::Savepoint(id) => format!("SAVEPOINT {}", savepoint_name(id)),
-        Control::Release(id) => format!("RELEASE SAVEPOINT {}", savepoint_name(id)),
-        Control::RollbackTo(id) => format!("ROLLBACK TO SAVEPOINT {}", savepoint_name(id)),
+    ControlText { stmt, begin }.to_string()
+}
+
+/// A control statement's text, written only when shown (a log line that is enabled, the
+/// statement recorder): sending BEGIN or COMMIT allocates no string.
+pub(crate) struct ControlText<'a> {
+    pub(crate) stmt: Control,
+    pub(crate) begin: Option<&'a str>,
+}
+
+impl std::fmt::Display for ControlText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.stmt {
+            Control::Begin => f.write_str(self.begin.unwrap_or("BEGIN")),
+            Control::Commit => f.write_str("COMMIT"),
+            Control::Rollback => f.write_str("ROLLBACK"),
+            Control::Savepoint(id) => write!(f, "SAVEPOINT {}", savepoint_name(id)),
+            Control::Release(id) => write!(f, "RELEASE SAVEPOINT {}", savepoint_name(id)),
+            Control::RollbackTo(id) => write!(f, "ROLLBACK TO SAVEPOINT {}", savepoint_name(id)),
+        }
     }
 }
 
@@ -195,7 +211,8 @@ impl AnyConn {
         stmt: Control,
         begin: Option<&str>,
     ) -> Result<(), sqlx::Error> {
-        dispatch!(AnyConn, self, c => control_on(c, stmt, begin).await)
+        // Boxed, as in `AnyPool::acquire`.
+        dispatch!(AnyConn, self, c => Box::pin(control_on(c, stmt, begin)).await)
     }
 
     /// Queues a ROLLBACK that sqlx sends before the connection is reused (it pings on release).

@@ -82,11 +82,7 @@ impl Atomic {
     pub fn new() -> Self {
         Atomic {
             alias: Cow::Borrowed("default"),
-            opts: BlockOpts {
-                savepoint: true,
-                durable: false,
-                test: false,
-            },
+            opts: BlockOpts::default(),
         }
     }
 
@@ -181,27 +177,32 @@ struct Armed<'a> {
 
 impl Drop for Armed<'_> {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
+        if self.armed {
+            cancel_block(self.actx, self.id);
         }
-        let plan = {
-            let mut st = self.actx.state();
-            // Blocks opened inside this one whose own guards have not run yet go first.
-            while let Some(top) = st.top_block() {
-                if top == self.id {
-                    break;
-                }
-                let _ = st.exit(top, Outcome::Failed);
+    }
+}
+
+/// Leaves block `id` in failure without waiting, because its future was dropped (7.1): blocks
+/// opened inside it whose own guards have not run yet go first; an ended transaction's connection
+/// is rolled back or closed in the background.
+pub(crate) fn cancel_block(actx: &Arc<AliasCtx>, id: u64) {
+    let plan = {
+        let mut st = actx.state();
+        while let Some(top) = st.top_block() {
+            if top == id {
+                break;
             }
-            st.exit(self.id, Outcome::Failed)
-        };
-        tracing::debug!(target: "sqlx_atomic", alias = %self.actx.name(), "atomic block cancelled");
-        if let Ok(plan) = plan
-            && plan.ends_transaction
-        {
-            let rollback = plan.stmts.contains(&Control::Rollback);
-            self.actx.release_now(rollback, plan.close_connection);
+            let _ = st.exit(top, Outcome::Failed);
         }
+        st.exit(id, Outcome::Failed)
+    };
+    tracing::debug!(target: "sqlx_atomic", alias = %actx.name(), "atomic block cancelled");
+    if let Ok(plan) = plan
+        && plan.ends_transaction
+    {
+        let rollback = plan.stmts.contains(&Control::Rollback);
+        actx.release_now(rollback, plan.close_connection);
     }
 }
 
@@ -219,7 +220,7 @@ impl Drop for ExitGuard<'_> {
     }
 }
 
-async fn exit<R: AtomicResult>(
+pub(crate) async fn exit<R: AtomicResult>(
     actx: &Arc<AliasCtx>,
     id: u64,
     depth: usize,

@@ -276,7 +276,16 @@ impl Databases {
                 db,
             }));
         }
-        let registry = Registry { entries, by_name };
+        let request_aliases = entries
+            .iter()
+            .filter(|e| e.db.atomic_requests)
+            .map(|e| e.index)
+            .collect();
+        let registry = Registry {
+            entries,
+            by_name,
+            request_aliases,
+        };
         REGISTRY
             .set(registry)
             .map_err(|_| Error::new(None, ErrorKind::AlreadyInstalled))
@@ -305,9 +314,14 @@ impl AliasEntry {
 pub(crate) struct Registry {
     pub(crate) entries: Vec<Arc<AliasEntry>>,
     by_name: HashMap<String, usize>,
+    /// The indices of the aliases with `atomic_requests(true)`, in the order they were added.
+    pub(crate) request_aliases: Box<[usize]>,
 }
 
 static REGISTRY: OnceLock<Registry> = OnceLock::new();
+
+/// Up to this many aliases, [`lookup`] compares names instead of hashing.
+const LINEAR_LOOKUP: usize = 8;
 
 pub(crate) fn registry() -> Result<&'static Registry, Error> {
     REGISTRY
@@ -330,10 +344,14 @@ pub fn installed_aliases() -> Vec<String> {
 
 pub(crate) fn lookup(alias: &str) -> Result<&'static Arc<AliasEntry>, Error> {
     let reg = registry().map_err(|e| Error::named(alias, e.kind_owned()))?;
-    reg.by_name
-        .get(alias)
-        .map(|&i| &reg.entries[i])
-        .ok_or_else(|| Error::named(alias, ErrorKind::UnknownAlias))
+    // Every query and hook looks its alias up: with the usual handful of aliases, comparing the
+    // names is several times cheaper than hashing one.
+    let found = if reg.entries.len() <= LINEAR_LOOKUP {
+        reg.entries.iter().find(|e| &*e.name == alias)
+    } else {
+        reg.by_name.get(alias).map(|&i| &reg.entries[i])
+    };
+    found.ok_or_else(|| Error::named(alias, ErrorKind::UnknownAlias))
 }
 
 /// The sqlx pool of `alias`, for work that must bypass the ambient transaction (a fresh

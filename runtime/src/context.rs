@@ -1,13 +1,13 @@
 //! The per-task ambient context: for each alias, the transaction state and the task's connection.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::backend::{AnyConn, Backend};
 use crate::config::AliasEntry;
 use crate::error::{Error, ErrorKind};
 use crate::hooks::Hook;
-use crate::state::{Control, TxState};
+use crate::state::{BlockOpts, Control, TxState};
 
 tokio::task_local! {
     static FRAME: Frame;
@@ -72,6 +72,11 @@ impl Frame {
         FRAME.try_with(Frame::clone).ok()
     }
 
+    /// Calls `f` with the task's frame, if any, without cloning it.
+    pub(crate) fn with_current<R>(f: impl FnOnce(&Frame) -> R) -> Option<R> {
+        FRAME.try_with(f).ok()
+    }
+
     pub(crate) async fn scope<F: Future>(self, fut: F) -> F::Output {
         FRAME.scope(self, fut).await
     }
@@ -88,21 +93,51 @@ pub struct RecordedStatement {
 
 /// The context of one task (or one request, or one [`scope`](crate::scope)).
 pub(crate) struct Context {
-    aliases: Mutex<Vec<Option<Arc<AliasCtx>>>>,
+    /// One slot per alias of the registry, by index: reading a filled slot is one atomic load.
+    aliases: Box<[OnceLock<Arc<AliasCtx>>]>,
+    /// The aliases of a context created before the registry was installed.
+    late: Mutex<Vec<Option<Arc<AliasCtx>>>>,
     /// An error to turn the request's response into a 500 (see the web layer).
     pub(crate) request_error: Mutex<Option<Error>>,
     next_block: AtomicU64,
     pub(crate) recorder: Option<Mutex<Vec<RecordedStatement>>>,
+    /// The request's outermost blocks, `(alias index, block id)`: each is entered when the
+    /// alias's context is first created, so a request that never touches an alias costs it
+    /// nothing (see the web layer).
+    /// `deferred[k]` is an alias index whose request block has id `k + 1`.
+    deferred: &'static [usize],
 }
 
 impl Context {
     pub(crate) fn new(record: bool) -> Arc<Self> {
+        Self::with_deferred(record, &[])
+    }
+
+    /// The context of one request, with a deferred outermost block on each alias of `aliases`
+    /// (registry indices), whose ids are 1, 2, … in that order.
+    pub(crate) fn for_request(aliases: &'static [usize]) -> Arc<Self> {
+        Self::with_deferred(false, aliases)
+    }
+
+    fn with_deferred(record: bool, deferred: &'static [usize]) -> Arc<Self> {
         Arc::new(Context {
-            aliases: Mutex::new(Vec::new()),
+            aliases: (0..crate::config::registry().map_or(0, |r| r.entries.len()))
+                .map(|_| OnceLock::new())
+                .collect(),
+            late: Mutex::new(Vec::new()),
             request_error: Mutex::new(None),
-            next_block: AtomicU64::new(1),
+            next_block: AtomicU64::new(deferred.len() as u64 + 1),
             recorder: record.then(|| Mutex::new(Vec::new())),
+            deferred,
         })
+    }
+
+    /// The alias's context if this task has created it, without creating it.
+    pub(crate) fn existing_alias(&self, index: usize) -> Option<Arc<AliasCtx>> {
+        match self.aliases.get(index) {
+            Some(slot) => slot.get().cloned(),
+            None => lock(&self.late).get(index).cloned().flatten(),
+        }
     }
 
     pub(crate) fn next_block_id(&self) -> u64 {
@@ -111,22 +146,52 @@ impl Context {
 
     /// The alias's context in this task, created on first use.
     pub(crate) fn alias(self: &Arc<Self>, entry: &'static Arc<AliasEntry>) -> Arc<AliasCtx> {
-        let mut v = lock(&self.aliases);
+        self.with_alias(entry, Arc::clone)
+    }
+
+    /// Calls `f` with the alias's context in this task (created on first use), without cloning
+    /// it: for the hot paths that need it only for a moment. For a context created before the
+    /// registry was installed, `f` runs under the lock of the task's late alias table, so it must
+    /// not call back into this context's aliases.
+    pub(crate) fn with_alias<R>(
+        self: &Arc<Self>,
+        entry: &'static Arc<AliasEntry>,
+        f: impl FnOnce(&Arc<AliasCtx>) -> R,
+    ) -> R {
+        if let Some(slot) = self.aliases.get(entry.index) {
+            return f(slot.get_or_init(|| self.new_alias(entry)));
+        }
+        let mut v = lock(&self.late);
         if v.len() <= entry.index {
             v.resize(entry.index + 1, None);
         }
-        v[entry.index]
-            .get_or_insert_with(|| {
-                Arc::new(AliasCtx {
-                    entry,
-                    recorder: self.recorder.is_some().then(|| Arc::downgrade(self)),
-                    state: Mutex::new(TxState::new(entry.db.autocommit, entry.tracks_abort())),
-                    slot: Arc::new(tokio::sync::Mutex::new(None)),
-                    streaming: AtomicBool::new(false),
-                    revoked: AtomicBool::new(false),
-                })
-            })
-            .clone()
+        f(v[entry.index].get_or_insert_with(|| self.new_alias(entry)))
+    }
+
+    fn new_alias(self: &Arc<Self>, entry: &'static Arc<AliasEntry>) -> Arc<AliasCtx> {
+        let mut state = TxState::new(entry.db.autocommit, entry.tracks_abort());
+        if let Some(k) = self.deferred.iter().position(|&i| i == entry.index) {
+            let id = k as u64 + 1;
+            // The request's block on this alias begins now, lazily as any block.
+            match state.enter(id, BlockOpts::default()) {
+                Ok(()) => {
+                    tracing::trace!(target: "sqlx_atomic", alias = %entry.name, depth = 1, "request block entered");
+                }
+                Err(kind) => {
+                    let error = Error::at(&entry.name, kind);
+                    tracing::error!(target: "sqlx_atomic", error = %error, "the request transaction could not begin");
+                    lock(&self.request_error).get_or_insert(error);
+                }
+            }
+        }
+        Arc::new(AliasCtx {
+            entry,
+            recorder: self.recorder.is_some().then(|| Arc::downgrade(self)),
+            state: Mutex::new(state),
+            slot: Arc::new(tokio::sync::Mutex::new(None)),
+            streaming: AtomicBool::new(false),
+            revoked: AtomicBool::new(false),
+        })
     }
 
     pub(crate) fn record(&self, alias: &str, sql: &str) {
@@ -299,7 +364,7 @@ impl Lease {
         self.set_phase(Phase::Control);
         let begin = self.actx.entry.db.begin.as_deref();
         for &stmt in stmts {
-            let text = crate::backend::control_text(stmt, begin);
+            let text = crate::backend::ControlText { stmt, begin };
             tracing::debug!(
                 target: "sqlx_atomic",
                 alias = %self.actx.entry.name,
@@ -308,7 +373,7 @@ impl Lease {
                 "transaction control"
             );
             if self.actx.recording() {
-                self.actx.record(&text);
+                self.actx.record(&text.to_string());
             }
             let conn = self.guard.as_mut().expect("ensured above");
             if let Err(e) = conn.control(stmt, begin).await {

@@ -5,6 +5,7 @@ use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::task::Poll;
 
 use futures_util::FutureExt;
 
@@ -13,32 +14,62 @@ use crate::context::Frame;
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::state::HookDisposition;
 
-type SyncFn = Box<dyn FnOnce() -> Result<(), BoxError> + Send>;
-type AsyncFn =
-    Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>> + Send>;
-
-/// A hook's body, sync or async.
-pub enum HookFn {
-    /// A plain closure.
-    Sync(SyncFn),
-    /// A closure returning a future.
-    Async(AsyncFn),
+/// What calling a hook's body gives: its result, or, for an async hook, the future of it.
+enum Ran {
+    Done(Result<(), BoxError>),
+    Future(Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>),
 }
 
-/// A registered hook.
+/// A hook's body, sync or async, type-erased (made by [`IntoHook`]).
+pub struct HookFn(Box<dyn FnOnce() -> Ran + Send>);
+
+impl std::fmt::Debug for HookFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HookFn")
+    }
+}
+
+/// A registered hook: 32 bytes, so that ten thousand of them stay in cache. What most hooks do
+/// not have (a name, `robust`) lives behind one box.
 pub(crate) struct Hook {
     run: HookFn,
-    pub(crate) name: Option<Cow<'static, str>>,
-    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
-    pub(crate) type_name: &'static str,
+    type_name: fn() -> &'static str,
+    options: Option<Box<HookOptions>>,
+}
+
+#[derive(Debug, Default)]
+struct HookOptions {
+    name: Option<Cow<'static, str>>,
     robust: bool,
+}
+
+impl Hook {
+    /// The name given with [`OnCommit::name`].
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.options.as_ref()?.name.as_deref()
+    }
+
+    /// Whether the hook was made [`robust`](OnCommit::robust).
+    fn robust(&self) -> bool {
+        self.options.as_ref().is_some_and(|o| o.robust)
+    }
+
+    /// The type name of the closure (for the capture helper).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub(crate) fn type_name(&self) -> &'static str {
+        (self.type_name)()
+    }
+
+    fn options(&mut self) -> &mut HookOptions {
+        self.options.get_or_insert_with(Box::default)
+    }
 }
 
 impl std::fmt::Debug for Hook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hook")
-            .field("name", &self.name)
-            .field("robust", &self.robust)
+            .field("name", &self.name())
+            .field("robust", &self.robust())
             .finish()
     }
 }
@@ -84,7 +115,7 @@ where
     R: HookResult,
 {
     fn into_hook(self) -> HookFn {
-        HookFn::Sync(Box::new(move || self().into_result()))
+        HookFn(Box::new(move || Ran::Done(self().into_result())))
     }
 }
 
@@ -95,8 +126,9 @@ where
     Fut::Output: HookResult,
 {
     fn into_hook(self) -> HookFn {
-        HookFn::Async(Box::new(move || {
-            Box::pin(async move { self().await.into_result() })
+        HookFn(Box::new(move || {
+            let future = self();
+            Ran::Future(Box::pin(async move { future.await.into_result() }))
         }))
     }
 }
@@ -128,9 +160,8 @@ pub fn on_commit<M, H: IntoHook<M>>(hook: H) -> OnCommit {
     OnCommit {
         hook: Hook {
             run: hook.into_hook(),
-            name: None,
-            type_name: std::any::type_name::<H>(),
-            robust: false,
+            type_name: std::any::type_name::<H>,
+            options: None,
         },
         alias: Cow::Borrowed("default"),
     }
@@ -161,45 +192,136 @@ impl OnCommit {
 
     /// A robust hook's failure is logged and the next hook runs (5.7).
     pub fn robust(mut self) -> Self {
-        self.hook.robust = true;
+        self.hook.options().robust = true;
         self
     }
 
     /// A name for logs and errors.
     pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
-        self.hook.name = Some(name.into());
+        self.hook.options().name = Some(name.into());
         self
     }
 
-    async fn register(self) -> Result<(), Error> {
+    /// Registers the hook with the innermost block of its alias, or, outside any block, hands it
+    /// back to be run at once. Synchronous: registering never awaits.
+    fn register(self) -> Result<Option<(&'static str, Hook)>, Error> {
         let entry = lookup(&self.alias)?;
-        let hook = match Frame::current() {
+        let mut hook = Some(self.hook);
+        let registered = Frame::with_current(|frame| {
+            frame.ctx.with_alias(entry, |actx| {
+                let Some(h) = hook.take() else {
+                    unreachable!("the hook is taken once")
+                };
+                match actx.state().on_commit(h) {
+                    Ok(HookDisposition::Registered) => Ok(true),
+                    Ok(HookDisposition::RunNow(h)) => {
+                        hook = Some(h);
+                        Ok(false)
+                    }
+                    Err(kind) => Err(actx.err(kind)),
+                }
+            })
+        });
+        match registered {
+            Some(Ok(true)) => {
+                tracing::trace!(target: "sqlx_atomic", alias = %entry.name, "on_commit hook registered");
+                return Ok(None);
+            }
+            Some(Ok(false)) => {}
+            Some(Err(e)) => return Err(e),
             None if !entry.db.autocommit => {
                 return Err(Error::at(&entry.name, ErrorKind::OnCommitInManualMode));
             }
-            None => self.hook,
-            Some(frame) => {
-                let actx = frame.ctx.alias(entry);
-                let disposition = actx.state().on_commit(self.hook);
-                match disposition.map_err(|k| actx.err(k))? {
-                    HookDisposition::Registered => {
-                        tracing::trace!(target: "sqlx_atomic", alias = %entry.name, "on_commit hook registered");
-                        return Ok(());
-                    }
-                    HookDisposition::RunNow(h) => h,
-                }
-            }
+            None => {}
+        }
+        let Some(hook) = hook else {
+            unreachable!("a hook that was not registered is handed back")
         };
-        run_hooks(&entry.name, vec![hook]).await
+        Ok(Some((&*entry.name, hook)))
     }
 }
 
 impl IntoFuture for OnCommit {
     type Output = Result<(), Error>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>;
+    type IntoFuture = OnCommitFuture;
 
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.register())
+    fn into_future(self) -> OnCommitFuture {
+        OnCommitFuture {
+            stage: Stage::Register(Some(self)),
+        }
+    }
+}
+
+/// The future of an awaited [`OnCommit`]: its first poll registers the hook with the innermost
+/// block (no allocation beyond the hook's own box, no await); outside any block it runs the hook
+/// at once and completes when the hook has run.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sqlx_atomic::Error> {
+/// # sqlx_atomic::Databases::new().add("default", sqlx_atomic::Database::connect_lazy("sqlite::memory:")?).install()?;
+/// let registered: sqlx_atomic::OnCommitFuture = std::future::IntoFuture::into_future(
+///     sqlx_atomic::on_commit(|| println!("outside a block: runs at once")),
+/// );
+/// registered.await?;
+/// # Ok(()) }
+/// ```
+#[must_use = "futures do nothing unless awaited"]
+pub struct OnCommitFuture {
+    stage: Stage,
+}
+
+enum Stage {
+    Register(Option<OnCommit>),
+    Run(Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>),
+    Done,
+}
+
+impl std::fmt::Debug for OnCommitFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let stage = match &self.stage {
+            Stage::Register(_) => "register",
+            Stage::Run(_) => "running the hook",
+            Stage::Done => "done",
+        };
+        f.debug_struct("OnCommitFuture")
+            .field("stage", &stage)
+            .finish()
+    }
+}
+
+impl Future for OnCommitFuture {
+    type Output = Result<(), Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.stage {
+                Stage::Register(on_commit) => {
+                    let Some(on_commit) = on_commit.take() else {
+                        unreachable!("the Register stage always holds its OnCommit")
+                    };
+                    match on_commit.register() {
+                        Ok(None) => {
+                            this.stage = Stage::Done;
+                            return Poll::Ready(Ok(()));
+                        }
+                        Ok(Some((alias, hook))) => {
+                            this.stage = Stage::Run(Box::pin(run_hooks(alias, vec![hook])));
+                        }
+                        Err(e) => {
+                            this.stage = Stage::Done;
+                            return Poll::Ready(Err(e));
+                        }
+                    }
+                }
+                Stage::Run(run) => {
+                    let out = std::task::ready!(run.as_mut().poll(cx));
+                    this.stage = Stage::Done;
+                    return Poll::Ready(out);
+                }
+                Stage::Done => panic!("`OnCommitFuture` polled after completion"),
+            }
+        }
     }
 }
 
@@ -216,22 +338,22 @@ pub(crate) async fn run_hooks(alias: &str, hooks: Vec<Hook>) -> Result<(), Error
     let total = hooks.len();
     let mut iter = hooks.into_iter().enumerate();
     while let Some((i, hook)) = iter.next() {
-        let name = hook.name.as_deref().unwrap_or("<unnamed>");
+        let Hook { run, options, .. } = hook;
+        let name = options.as_ref().and_then(|o| o.name.as_deref());
+        let robust = options.as_ref().is_some_and(|o| o.robust);
+        let name = name.unwrap_or("<unnamed>");
         tracing::debug!(target: "sqlx_atomic", alias, hook = name, index = i, "running on_commit hook");
-        let outcome = match hook.run {
-            HookFn::Sync(f) => std::panic::catch_unwind(AssertUnwindSafe(f)),
-            HookFn::Async(f) => {
-                AssertUnwindSafe(async move { f().await })
-                    .catch_unwind()
-                    .await
-            }
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(run.0)) {
+            Ok(Ran::Done(result)) => Ok(result),
+            Ok(Ran::Future(future)) => AssertUnwindSafe(future).catch_unwind().await,
+            Err(panic) => Err(panic),
         };
         let failure = match outcome {
             Ok(Ok(())) => continue,
             Ok(Err(e)) => Err(e),
             Err(panic) => Ok(panic),
         };
-        if hook.robust {
+        if robust {
             match &failure {
                 Err(e) => {
                     tracing::error!(target: "sqlx_atomic", alias, hook = name, error = %e, "robust on_commit hook failed")
@@ -247,7 +369,7 @@ pub(crate) async fn run_hooks(alias: &str, hooks: Vec<Hook>) -> Result<(), Error
             tracing::error!(target: "sqlx_atomic", alias, hook = name, dropped, "on_commit hook failed: the remaining hooks of this commit are dropped");
         }
         drop(iter);
-        let name = hook.name.map(|n| n.into_owned());
+        let name = options.and_then(|o| o.name).map(Cow::into_owned);
         return match failure {
             Err(source) => Err(Error::named(alias, ErrorKind::Hook { name, source })),
             Ok(panic) => std::panic::resume_unwind(panic),

@@ -35,7 +35,9 @@ pub use executor::mysql;
 pub use executor::postgres;
 #[cfg(feature = "sqlite")]
 pub use executor::sqlite;
-pub use hooks::{AsyncHook, HookFn, HookResult, IntoHook, OnCommit, SyncHook, on_commit};
+pub use hooks::{
+    AsyncHook, HookFn, HookResult, IntoHook, OnCommit, OnCommitFuture, SyncHook, on_commit,
+};
 
 #[cfg(feature = "tower")]
 pub use requests::{AtomicRequests, AtomicRequestsLayer};

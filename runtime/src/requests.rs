@@ -69,8 +69,8 @@ mod layer {
     use futures_util::FutureExt;
     use http::{Request, Response, StatusCode};
 
-    use crate::block::Atomic;
-    use crate::config::registry;
+    use crate::block::{cancel_block, exit};
+    use crate::config::{AliasEntry, Registry, registry};
     use crate::context::{Context, Frame, lock};
     use crate::error::Error;
 
@@ -209,84 +209,130 @@ mod layer {
         B: Default + Send + 'static,
         E: Send + 'static,
     {
-        let aliases: Vec<Arc<str>> = match registry() {
-            Ok(r) => r
-                .entries
-                .iter()
-                .filter(|e| e.db.atomic_requests)
-                .map(|e| e.name.clone())
-                .collect(),
+        let (registry, aliases) = match registry() {
+            Ok(r) => (r, &*r.request_aliases),
             Err(e) => {
                 tracing::error!(target: "sqlx_atomic", error = %e, "AtomicRequestsLayer: no databases");
                 return Ok(server_error());
             }
         };
-        let ctx = Context::new(false);
-        let run = Frame::root(ctx.clone()).scope(wrap(
-            aliases.clone(),
-            aliases,
-            Box::pin(handler),
-            predicate,
-            ctx.clone(),
-        ));
-        match AssertUnwindSafe(run).catch_unwind().await {
-            Ok(Ok(result)) => {
+        let entries = Entries { registry, aliases };
+        // One deferred outermost block per alias, the first outermost: it begins (lazily, as any
+        // block) only if the request touches the alias, so an alias the request never uses costs
+        // it nothing.
+        let ctx = Context::for_request(aliases);
+        let mut frame = Frame::root(ctx.clone());
+        for (id, entry) in entries.iter() {
+            frame = frame.child(entry.index, id);
+        }
+        let mut guard = RequestGuard {
+            ctx: &ctx,
+            entries,
+            armed: true,
+        };
+        // The handler runs in its frame only (one task-local scope to pass at each poll); the
+        // exits run in the request's root frame, where no block is open any more.
+        let outcome = frame.scope(AssertUnwindSafe(handler).catch_unwind()).await;
+        let rollback = match &outcome {
+            Ok(Ok(resp)) => predicate(resp.status()),
+            Ok(Err(_)) | Err(_) => true,
+        } || lock(&ctx.request_error).is_some();
+        let run = async {
+            // Innermost first, so the aliases commit in the reverse order of `Databases::add`.
+            let mut failure = None;
+            for (id, entry) in entries.iter().rev() {
+                let Some(actx) = ctx.existing_alias(entry.index) else {
+                    continue;
+                };
+                // After a COMMIT failed, the aliases still open roll back (as an inner block's
+                // error fails the blocks around it); those already committed stay committed.
+                if rollback || failure.is_some() {
+                    // An alias the handler opted out of has no block: nothing to flag.
+                    let _ = actx.state().set_rollback(true);
+                }
+                let ended: Result<(), Error> = exit(&actx, id, 1, Ok(Ok(()))).await;
+                if let Err(e) = ended {
+                    failure.get_or_insert(e);
+                }
+            }
+            failure
+        };
+        let ran = AssertUnwindSafe(Frame::root(ctx.clone()).scope(run))
+            .catch_unwind()
+            .await;
+        guard.armed = false;
+        let failure = match ran {
+            Ok(failure) => failure,
+            // A hook panicked (the handler's own panic is caught above).
+            Err(panic) => {
+                tracing::error!(target: "sqlx_atomic", panic = %panic_message(&*panic), "on_commit hook panicked; answering 500");
+                return Ok(server_error());
+            }
+        };
+        match outcome {
+            Err(panic) => {
+                tracing::error!(target: "sqlx_atomic", panic = %panic_message(&*panic), "request panicked; rolled back, answering 500");
+                Ok(server_error())
+            }
+            Ok(result) => {
+                if let Some(e) = failure {
+                    tracing::error!(target: "sqlx_atomic", error = %e, "request transaction failed; answering 500");
+                    return Ok(server_error());
+                }
                 if let Some(e) = lock(&ctx.request_error).take() {
                     tracing::error!(target: "sqlx_atomic", error = %e, "request rolled back");
                     return Ok(server_error());
                 }
                 result
             }
-            Ok(Err(e)) => {
-                tracing::error!(target: "sqlx_atomic", error = %e, "request transaction failed; answering 500");
-                Ok(server_error())
-            }
-            Err(panic) => {
-                let msg = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                tracing::error!(target: "sqlx_atomic", panic = %msg, "request panicked; rolled back, answering 500");
-                Ok(server_error())
-            }
         }
     }
 
-    type Handler<B, E> = Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>;
+    fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default()
+    }
 
-    fn wrap<B, E>(
-        all: Vec<Arc<str>>,
-        mut rest: Vec<Arc<str>>,
-        handler: Handler<B, E>,
-        predicate: Predicate,
-        ctx: Arc<Context>,
-    ) -> BoxFuture<Result<Result<Response<B>, E>, Error>>
-    where
-        B: Send + 'static,
-        E: Send + 'static,
-    {
-        if rest.is_empty() {
-            return Box::pin(async move {
-                let result = handler.await;
-                let rollback = match &result {
-                    Ok(resp) => predicate(resp.status()),
-                    Err(_) => true,
-                } || lock(&ctx.request_error).is_some();
-                if rollback {
-                    for alias in &all {
-                        // An alias the handler opted out of has no block: nothing to flag.
-                        let _ = crate::control::using(alias.to_string()).set_rollback(true);
-                    }
-                }
-                Ok(result)
-            });
+    /// The request's aliases with the ids of their blocks (1, 2, … in registry order).
+    #[derive(Clone, Copy)]
+    struct Entries {
+        registry: &'static Registry,
+        aliases: &'static [usize],
+    }
+
+    impl Entries {
+        fn iter(
+            self,
+        ) -> impl DoubleEndedIterator<Item = (u64, &'static Arc<AliasEntry>)> + ExactSizeIterator
+        {
+            let registry = self.registry;
+            self.aliases
+                .iter()
+                .enumerate()
+                .map(move |(k, &i)| (k as u64 + 1, &registry.entries[i]))
         }
-        let alias = rest.remove(0);
-        Box::pin(
-            Atomic::new()
-                .using(alias.to_string())
-                .run(async move { wrap(all, rest, handler, predicate, ctx).await }),
-        )
+    }
+
+    /// Leaves the request's blocks in failure if the request's future is dropped (7.1).
+    struct RequestGuard<'a> {
+        ctx: &'a Arc<Context>,
+        entries: Entries,
+        armed: bool,
+    }
+
+    impl Drop for RequestGuard<'_> {
+        fn drop(&mut self) {
+            if !self.armed {
+                return;
+            }
+            for (id, entry) in self.entries.iter().rev() {
+                if let Some(actx) = self.ctx.existing_alias(entry.index) {
+                    cancel_block(&actx, id);
+                }
+            }
+        }
     }
 }

@@ -54,6 +54,11 @@ impl Backend {
         }
     }
 
+    /// The URL of this backend's server: its environment variable, or the default.
+    pub fn url(self) -> String {
+        std::env::var(self.env()).unwrap_or_else(|_| self.default_url().to_owned())
+    }
+
     fn env(self) -> &'static str {
         match self {
             Backend::Sqlite => "",
@@ -62,7 +67,7 @@ impl Backend {
         }
     }
 
-    fn default_url(self) -> &'static str {
+    pub fn default_url(self) -> &'static str {
         match self {
             Backend::Sqlite => "",
             Backend::Postgres => "postgres://postgres@127.0.0.1:5432/test",
@@ -94,13 +99,36 @@ fn sqlite_path(name: &str) -> String {
     format!("sqlite://{}?mode=rwc", path.display())
 }
 
-async fn sqlite_db(name: &str, max: u32) -> Database {
+/// The SQLite files already switched to WAL in this process.
+static WAL_FILES: tokio::sync::Mutex<Vec<String>> = tokio::sync::Mutex::const_new(Vec::new());
+
+/// A pool of `max` connections to the suite's SQLite file `name` (per process).
+///
+/// The file is switched to WAL once, by one connection, before any pool opens it: switching a
+/// file into WAL takes an exclusive lock that `busy_timeout` does not wait for, so pools whose
+/// first connections race to set `journal_mode = WAL` on a new file fail now and then with
+/// "database is locked" (seen in CI; about 1 run in 30 with four connections racing). WAL is
+/// kept in the file, so the pools' own connections do not set it again.
+pub async fn sqlite_db(name: &str, max: u32) -> Database {
     use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+    use sqlx::{ConnectOptions, Connection};
     use std::str::FromStr;
     let opts = SqliteConnectOptions::from_str(&sqlite_path(name))
         .expect("sqlite url")
-        .journal_mode(SqliteJournalMode::Wal)
         .busy_timeout(Duration::from_secs(60));
+    {
+        let mut done = WAL_FILES.lock().await;
+        if !done.iter().any(|n| n == name) {
+            let conn = opts
+                .clone()
+                .journal_mode(SqliteJournalMode::Wal)
+                .connect()
+                .await
+                .expect("switching the test database to WAL");
+            conn.close().await.expect("closing the WAL setup connection");
+            done.push(name.to_owned());
+        }
+    }
     let pool = SqlitePoolOptions::new()
         .max_connections(max)
         .connect_lazy_with(opts);
@@ -110,7 +138,8 @@ async fn sqlite_db(name: &str, max: u32) -> Database {
         .atomic_requests(name == "main")
 }
 
-async fn reachable(b: Backend, url: &str) -> Result<(), String> {
+/// Whether a connection to `url` opens within 5 s.
+pub async fn reachable(b: Backend, url: &str) -> Result<(), String> {
     let t = Duration::from_secs(5);
     let r = match b {
         Backend::Postgres => {
@@ -139,78 +168,91 @@ async fn reachable(b: Backend, url: &str) -> Result<(), String> {
 fn setup() -> &'static Setup {
     SETUP.get_or_init(|| {
         RT.block_on(async {
-            let mut dbs = Databases::new()
-                .add("sqlite", sqlite_db("main", 8).await)
-                .add("sqlite1", sqlite_db("main", 1).await)
-                .add("sqlite_busy", {
-                    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-                    use std::str::FromStr;
-                    let opts = SqliteConnectOptions::from_str(&sqlite_path("main"))
-                        .expect("sqlite url")
-                        .busy_timeout(Duration::from_millis(100));
-                    Database::from_pool(SqlitePoolOptions::new().max_connections(2).connect_lazy_with(opts))
-                })
-                .add("default", sqlite_db("default", 4).await)
-                .add("other", sqlite_db("other", 4).await)
-                .add("sqlite_faults", sqlite_db("main", 4).await)
-                .add("sqlite10", sqlite_db("main", 10).await);
-            let mut available = vec![Backend::Sqlite];
-            let mut skipped = Vec::new();
-            let ci = std::env::var("CI").map(|v| v == "true").unwrap_or(false);
-            for b in [Backend::Postgres, Backend::MySql] {
-                let url = std::env::var(b.env()).unwrap_or_else(|_| b.default_url().to_owned());
-                match reachable(b, &url).await {
-                    Ok(()) => {
-                        let pool_of = |max: u32| -> Database {
-                            match b {
-                                Backend::Postgres => Database::from_pool(
-                                    sqlx::postgres::PgPoolOptions::new()
-                                        .max_connections(max)
-                                        .connect_lazy(&url)
-                                        .expect("postgres url"),
-                                ),
-                                _ => Database::from_pool(
-                                    sqlx::mysql::MySqlPoolOptions::new()
-                                        .max_connections(max)
-                                        .connect_lazy(&url)
-                                        .expect("mysql url"),
-                                ),
-                            }
-                        };
-                        dbs = dbs
-                            .add(b.alias(), pool_of(16).atomic_requests(true))
-                            .add(b.single(), pool_of(1))
-                            .add(format!("{}_count", b.alias()), pool_of(1))
-                            .add(format!("{}10", b.alias()), pool_of(10))
-                            .add(format!("{}_faults", b.alias()), pool_of(4));
-                        available.push(b);
-                    }
-                    Err(why) => {
-                        if ci {
-                            panic!(
-                                "CI=true and the {b:?} server does not answer ({why}); set {} or start it",
-                                b.env()
-                            );
-                        }
-                        skipped.push(format!(
-                            "{b:?} (set {} to a reachable URL; tried it and got: {why})",
-                            b.env()
-                        ));
-                    }
-                }
-            }
-            if !skipped.is_empty() {
-                // Straight to stderr, past the test harness's capture, once per test binary.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "\n*** sqlx-atomic tests: SKIPPING backends whose server does not answer: {} ***\n",
-                    skipped.join("; ")
-                );
-            }
+            let (dbs, available) = configure().await;
             dbs.install().expect("install");
             Setup { available }
         })
     })
+}
+
+/// The suite's databases, not installed, and the backends they include: SQLite always, and each
+/// server whose [`server_url`] answers.
+pub async fn configure() -> (Databases, Vec<Backend>) {
+    let mut dbs = Databases::new()
+        .add("sqlite", sqlite_db("main", 8).await)
+        .add("sqlite1", sqlite_db("main", 1).await)
+        .add("sqlite_busy", {
+            use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+            use std::str::FromStr;
+            let opts = SqliteConnectOptions::from_str(&sqlite_path("main"))
+                .expect("sqlite url")
+                .busy_timeout(Duration::from_millis(100));
+            Database::from_pool(
+                SqlitePoolOptions::new()
+                    .max_connections(2)
+                    .connect_lazy_with(opts),
+            )
+        })
+        .add("default", sqlite_db("default", 4).await)
+        .add("other", sqlite_db("other", 4).await)
+        .add("sqlite_faults", sqlite_db("main", 4).await)
+        .add("sqlite10", sqlite_db("main", 10).await);
+    let mut available = vec![Backend::Sqlite];
+    for b in [Backend::Postgres, Backend::MySql] {
+        if let Some(url) = server_url(b).await {
+            dbs = dbs
+                .add(b.alias(), server_db(b, &url, 16).atomic_requests(true))
+                .add(b.single(), server_db(b, &url, 1))
+                .add(format!("{}_count", b.alias()), server_db(b, &url, 1))
+                .add(format!("{}10", b.alias()), server_db(b, &url, 10))
+                .add(format!("{}_faults", b.alias()), server_db(b, &url, 4));
+            available.push(b);
+        }
+    }
+    (dbs, available)
+}
+
+/// The URL of the server of `b` (PostgreSQL or MariaDB) when it answers. When it does not: with
+/// `CI=true`, a panic; otherwise `None`, after saying loudly (past the harness's capture) that the
+/// backend's tests are skipped.
+pub async fn server_url(b: Backend) -> Option<String> {
+    let url = b.url();
+    let why = match reachable(b, &url).await {
+        Ok(()) => return Some(url),
+        Err(why) => why,
+    };
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "CI=true and the {b:?} server does not answer ({why}); set {} or start it",
+            b.env()
+        );
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** sqlx-atomic tests: SKIPPING {b:?}, whose server does not answer (set {} to a \
+         reachable URL; tried it and got: {why}) ***\n",
+        b.env()
+    );
+    None
+}
+
+/// A pool of `max` connections to the server of `b` at `url`, connecting on first use.
+pub fn server_db(b: Backend, url: &str, max: u32) -> Database {
+    match b {
+        Backend::Postgres => Database::from_pool(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(max)
+                .connect_lazy(url)
+                .expect("postgres url"),
+        ),
+        Backend::MySql => Database::from_pool(
+            sqlx::mysql::MySqlPoolOptions::new()
+                .max_connections(max)
+                .connect_lazy(url)
+                .expect("mysql url"),
+        ),
+        Backend::Sqlite => panic!("server_db is for PostgreSQL and MariaDB"),
+    }
 }
 
 /// Runs a test body on a backend, or skips it (loudly, once) when its server is not available.
@@ -269,7 +311,8 @@ pub struct Fx {
 }
 
 impl Fx {
-    async fn new(backend: Backend) -> Fx {
+    /// A fixture with a new table, created outside any transaction.
+    pub async fn new(backend: Backend) -> Fx {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -368,7 +411,8 @@ impl Fx {
         self.log.lock().unwrap().clone()
     }
 
-    async fn drop_table(&self) {
+    /// Drops the fixture's table.
+    pub async fn drop_table(&self) {
         self.raw(&format!("DROP TABLE {}", self.table)).await;
     }
 

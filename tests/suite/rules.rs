@@ -404,6 +404,39 @@ t!(rule_5_4_savepoint_rollback_discards_its_hooks, |fx| {
     assert_eq!(fx.ran(), ["outer", "released"]);
 });
 
+/// The same rule seen from inside the transaction, with the capture helper (feature `testing`):
+/// right before the commit, exactly the hooks of the work that survived are pending, in order.
+#[cfg(feature = "testing")]
+mod pending_hooks {
+    use super::*;
+
+    t!(rule_5_4_pending_hooks_exclude_a_rolled_back_savepoint, |fx| {
+        let body = || {
+            atomic().run(async {
+                ins(&fx, 1).await?;
+                on_commit(fx.hook("outer")).name("outer").await?;
+                let _ = atomic()
+                    .run(async {
+                        on_commit(fx.hook("inner")).name("inner").await?;
+                        Err::<(), _>(boom())
+                    })
+                    .await;
+                on_commit(fx.hook("after")).name("after").await
+            })
+        };
+        let (r, captured) = sqlx_atomic::testing::capture_on_commit(B.alias(), false, body()).await;
+        r.unwrap();
+        assert_eq!(captured.names(), ["outer", "after"]);
+        assert!(fx.ran().is_empty(), "captured hooks run only with execute");
+        let (r, captured) = sqlx_atomic::testing::capture_on_commit(B.alias(), true, body()).await;
+        r.unwrap();
+        assert_eq!(captured.names(), ["outer", "after"]);
+        assert_eq!(fx.ran(), ["outer", "after"]);
+        // The capture ran in a test transaction that was rolled back.
+        assert_eq!(fx.committed().await, Vec::<i64>::new());
+    });
+}
+
 t!(rule_5_5_transaction_rollback_discards_hooks, |fx| {
     let _ = atomic()
         .run(async {

@@ -44,6 +44,17 @@ pub(crate) struct BlockOpts {
     pub test: bool,
 }
 
+impl Default for BlockOpts {
+    /// `#[atomic]` with no arguments.
+    fn default() -> Self {
+        BlockOpts {
+            savepoint: true,
+            durable: false,
+            test: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Outermost,

@@ -1,0 +1,346 @@
+//! Per-request transactions: an axum handler doing one INSERT (PostgreSQL) under
+//! `AtomicRequestsLayer`, beside the same handler with a hand-written sqlx transaction and beside
+//! `axum-sqlx-tx`; and a handler that never queries, under the layer and with no layer at all.
+//!
+//! Each is measured in-process (`tower::ServiceExt::oneshot` on the `Router`, one request at a
+//! time) and over loopback HTTP/1.1 with keep-alive (one connection, one request at a time; and
+//! 10 connections at once). Criterion reports the time per request and requests/s.
+//!
+//! `cargo bench --all-features --bench requests` (BENCHMARKS.md has the numbers).
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{Request, StatusCode};
+use axum::routing::get;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
+use sqlx::postgres::PgPool;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tower::ServiceExt;
+
+use sqlx_atomic::{AtomicRequestsLayer, Database, Databases};
+
+const PG: &str = "pg";
+const INSERT: &str = "INSERT INTO bench_requests (v) VALUES ($1)";
+const POOL: u32 = 10;
+const CONNECTIONS: usize = 10;
+
+type AxTx = axum_sqlx_tx::Tx<sqlx::Postgres>;
+
+/// One INSERT through sqlx-atomic's ambient handle: the layer's transaction.
+async fn ours_insert() -> StatusCode {
+    match sqlx::query(INSERT)
+        .bind(1i64)
+        .execute(sqlx_atomic::postgres(PG))
+        .await
+    {
+        Ok(_) => StatusCode::OK,
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The same, with the transaction written by hand.
+async fn hand_insert(State(pool): State<PgPool>) -> StatusCode {
+    let r = async {
+        let mut tx = pool.begin().await?;
+        sqlx::query(INSERT).bind(1i64).execute(&mut *tx).await?;
+        tx.commit().await
+    }
+    .await;
+    match r {
+        Ok(()) => StatusCode::OK,
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The same with axum-sqlx-tx's extractor (its layer commits on a 2xx/3xx response).
+async fn axtx_insert(mut tx: AxTx) -> StatusCode {
+    match sqlx::query(INSERT).bind(1i64).execute(&mut tx).await {
+        Ok(_) => StatusCode::OK,
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+async fn idle() -> StatusCode {
+    StatusCode::OK
+}
+
+struct Env {
+    rt: tokio::runtime::Runtime,
+    /// (name, router, path), in the order of the tables.
+    apps: Vec<(&'static str, Router, &'static str)>,
+    addrs: Vec<SocketAddr>,
+}
+
+static ENV: LazyLock<Env> = LazyLock::new(|| {
+    // Server and client share the process: two workers, the machine's two cores.
+    let rt = common::runtime(2);
+    let (apps, addrs) = rt.block_on(async {
+        let pool = common::pg_pool(POOL).await;
+        common::pg_table(&pool, "bench_requests").await;
+        Databases::new()
+            .add(PG, Database::from_pool(pool.clone()).atomic_requests(true))
+            .install()
+            .expect("install");
+        let (ax_state, ax_layer) = AxTx::setup(pool.clone());
+        let apps: Vec<(&'static str, Router, &'static str)> = vec![
+            (
+                "sqlx_atomic_layer",
+                Router::new()
+                    .route("/insert", get(ours_insert))
+                    .layer(AtomicRequestsLayer::new()),
+                "/insert",
+            ),
+            (
+                "hand_written_tx",
+                Router::new()
+                    .route("/insert", get(hand_insert))
+                    .with_state(pool.clone()),
+                "/insert",
+            ),
+            (
+                "axum_sqlx_tx",
+                Router::new()
+                    .route("/insert", get(axtx_insert))
+                    .layer(ax_layer)
+                    .with_state(ax_state),
+                "/insert",
+            ),
+            (
+                "idle_sqlx_atomic_layer",
+                Router::new()
+                    .route("/idle", get(idle))
+                    .layer(AtomicRequestsLayer::new()),
+                "/idle",
+            ),
+            (
+                "idle_no_layer",
+                Router::new().route("/idle", get(idle)),
+                "/idle",
+            ),
+        ];
+        let mut addrs = Vec::new();
+        for (_, app, path) in &apps {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            addrs.push(listener.local_addr().expect("addr"));
+            let app = app.clone();
+            tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+            // Every app answers before measuring.
+            let mut c = Client::connect(*addrs.last().expect("addr")).await;
+            assert_eq!(c.get(path).await, 200, "{path}");
+        }
+        (apps, addrs)
+    });
+    Env { rt, apps, addrs }
+});
+
+async fn oneshot(app: &Router, path: &'static str) {
+    let req = Request::get(path).body(Body::empty()).expect("request");
+    let resp = app.clone().oneshot(req).await.expect("infallible");
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+/// A minimal HTTP/1.1 client on one keep-alive connection.
+struct Client {
+    r: BufReader<TcpStream>,
+    line: String,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Self {
+        let s = TcpStream::connect(addr).await.expect("connect");
+        s.set_nodelay(true).expect("nodelay");
+        Client {
+            r: BufReader::new(s),
+            line: String::new(),
+        }
+    }
+
+    /// Sends `GET path` and reads the whole response; returns the status.
+    async fn get(&mut self, path: &str) -> u16 {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        self.r
+            .get_mut()
+            .write_all(req.as_bytes())
+            .await
+            .expect("write");
+        self.line.clear();
+        self.r.read_line(&mut self.line).await.expect("status line");
+        let status: u16 = self
+            .line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("status");
+        let mut len = 0usize;
+        loop {
+            self.line.clear();
+            self.r.read_line(&mut self.line).await.expect("header");
+            let h = self.line.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                len = v.trim().parse().expect("content-length");
+            }
+        }
+        let mut body = vec![0u8; len];
+        self.r.read_exact(&mut body).await.expect("body");
+        status
+    }
+}
+
+/// `iters` requests spread over `conns` keep-alive connections, all at once; the elapsed time.
+async fn http_run(addr: SocketAddr, path: &'static str, conns: usize, iters: u64) -> Duration {
+    let mut clients = Vec::new();
+    for _ in 0..conns {
+        clients.push(Client::connect(addr).await);
+    }
+    let start = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            let n = iters / conns as u64 + u64::from((i as u64) < iters % conns as u64);
+            tokio::spawn(async move {
+                for _ in 0..n {
+                    assert_eq!(c.get(path).await, 200);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    start.elapsed()
+}
+
+fn in_process(c: &mut Criterion) {
+    let env = &*ENV;
+    let mut g = c.benchmark_group("requests_in_process");
+    g.throughput(Throughput::Elements(1));
+    for (name, app, path) in &env.apps {
+        g.bench_function(*name, |b| {
+            b.to_async(&env.rt).iter(|| oneshot(app, path));
+        });
+    }
+    g.finish();
+}
+
+fn over_http(c: &mut Criterion) {
+    let env = &*ENV;
+    for conns in [1, CONNECTIONS] {
+        let mut g = c.benchmark_group(format!("requests_http_{conns}conn"));
+        g.throughput(Throughput::Elements(1));
+        for ((name, _, path), addr) in env.apps.iter().zip(&env.addrs) {
+            g.bench_function(BenchmarkId::from_parameter(name), |b| {
+                b.to_async(&env.rt)
+                    .iter_custom(|iters| http_run(*addr, path, conns, iters));
+            });
+        }
+        g.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = common::criterion();
+    targets = in_process, over_http
+}
+
+/// Paired mode (`SQLX_ATOMIC_PAIRED=1`, `SQLX_ATOMIC_PAIRED_ROUNDS=<n>`, default 100): each
+/// comparison measured A B B A in alternating batches (see `common::paired`), in-process and over
+/// one loopback HTTP connection, so that the load of a shared machine falls on both sides alike.
+fn paired() {
+    let env = &*ENV;
+    let rounds = std::env::var("SQLX_ATOMIC_PAIRED_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100);
+    let app = |name: &str| {
+        let i = env.apps.iter().position(|(n, ..)| *n == name).expect("app");
+        (&env.apps[i].1, env.apps[i].2, env.addrs[i])
+    };
+    let pairs = [
+        ("sqlx_atomic_layer", "hand_written_tx", 10),
+        ("sqlx_atomic_layer", "axum_sqlx_tx", 10),
+        ("idle_sqlx_atomic_layer", "idle_no_layer", 200),
+    ];
+    for (a, b, batch) in pairs {
+        let (app_a, path_a, addr_a) = app(a);
+        let (app_b, path_b, addr_b) = app(b);
+        common::paired(
+            &env.rt,
+            &format!("in-process: {a} (A) vs {b} (B)"),
+            rounds,
+            batch,
+            || oneshot(app_a, path_a),
+            || oneshot(app_b, path_b),
+        );
+        let (ca, cb) = env.rt.block_on(async {
+            (
+                tokio::sync::Mutex::new(Client::connect(addr_a).await),
+                tokio::sync::Mutex::new(Client::connect(addr_b).await),
+            )
+        });
+        let (ca, cb) = (&ca, &cb);
+        common::paired(
+            &env.rt,
+            &format!("http, 1 connection: {a} (A) vs {b} (B)"),
+            rounds,
+            batch,
+            || async {
+                let mut c = ca.lock().await;
+                assert_eq!(c.get(path_a).await, 200);
+            },
+            || async {
+                let mut c = cb.lock().await;
+                assert_eq!(c.get(path_b).await, 200);
+            },
+        );
+    }
+}
+
+/// Profiling mode, for `valgrind --tool=callgrind` or `perf`: `SQLX_ATOMIC_PROFILE=<app>` (a name
+/// of the tables, e.g. `idle_sqlx_atomic_layer`) sends `SQLX_ATOMIC_PROFILE_ITERS` (default
+/// 10,000) requests in-process to that app, one at a time.
+fn profile(name: &str) {
+    let env = &*ENV;
+    let iters: u64 = std::env::var("SQLX_ATOMIC_PROFILE_ITERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000);
+    let (_, app, path) = env
+        .apps
+        .iter()
+        .find(|(n, ..)| *n == name)
+        .unwrap_or_else(|| panic!("unknown SQLX_ATOMIC_PROFILE app {name:?}"));
+    env.rt.block_on(async {
+        for _ in 0..iters {
+            oneshot(app, path).await;
+        }
+    });
+}
+
+fn main() {
+    if let Ok(name) = std::env::var("SQLX_ATOMIC_PROFILE") {
+        profile(&name);
+        return;
+    }
+    if std::env::var_os("SQLX_ATOMIC_PAIRED").is_some() {
+        paired();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
