@@ -125,7 +125,9 @@ pub async fn sqlite_db(name: &str, max: u32) -> Database {
                 .connect()
                 .await
                 .expect("switching the test database to WAL");
-            conn.close().await.expect("closing the WAL setup connection");
+            conn.close()
+                .await
+                .expect("closing the WAL setup connection");
             done.push(name.to_owned());
         }
     }
