@@ -123,6 +123,12 @@ pub fn paired<A, B, FA, FB>(
     FB: Future<Output = ()>,
 {
     use std::time::Instant;
+    // `SQLX_ATOMIC_PAIRED_ONLY=<text>`: run only the comparisons whose label contains it.
+    if let Ok(only) = std::env::var("SQLX_ATOMIC_PAIRED_ONLY")
+        && !label.contains(&only)
+    {
+        return;
+    }
     rt.block_on(async {
         // Warm-up.
         for _ in 0..batch {
