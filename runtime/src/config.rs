@@ -318,6 +318,19 @@ pub(crate) struct Registry {
     pub(crate) request_aliases: Box<[usize]>,
 }
 
+impl Registry {
+    /// The entry of `alias`. With the usual handful of aliases, comparing the names is several
+    /// times cheaper than hashing one.
+    #[inline]
+    fn find(&'static self, alias: &str) -> Option<&'static Arc<AliasEntry>> {
+        if self.entries.len() <= LINEAR_LOOKUP {
+            self.entries.iter().find(|e| &*e.name == alias)
+        } else {
+            self.by_name.get(alias).map(|&i| &self.entries[i])
+        }
+    }
+}
+
 static REGISTRY: OnceLock<Registry> = OnceLock::new();
 
 /// Up to this many aliases, [`lookup`] compares names instead of hashing.
@@ -342,16 +355,26 @@ pub fn installed_aliases() -> Vec<String> {
         .unwrap_or_default()
 }
 
+#[inline]
 pub(crate) fn lookup(alias: &str) -> Result<&'static Arc<AliasEntry>, Error> {
-    let reg = registry().map_err(|e| Error::named(alias, e.kind_owned()))?;
-    // Every query and hook looks its alias up: with the usual handful of aliases, comparing the
-    // names is several times cheaper than hashing one.
-    let found = if reg.entries.len() <= LINEAR_LOOKUP {
-        reg.entries.iter().find(|e| &*e.name == alias)
-    } else {
-        reg.by_name.get(alias).map(|&i| &reg.entries[i])
-    };
-    found.ok_or_else(|| Error::named(alias, ErrorKind::UnknownAlias))
+    // Every query and hook looks its alias up: the hit returns a pointer, and the errors are
+    // built out of line.
+    match REGISTRY.get() {
+        Some(reg) => match reg.find(alias) {
+            Some(entry) => Ok(entry),
+            None => Err(lookup_failed(alias)),
+        },
+        None => Err(lookup_failed(alias)),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn lookup_failed(alias: &str) -> Error {
+    match registry() {
+        Err(e) => Error::named(alias, e.kind_owned()),
+        Ok(_) => Error::named(alias, ErrorKind::UnknownAlias),
+    }
 }
 
 /// The sqlx pool of `alias`, for work that must bypass the ambient transaction (a fresh

@@ -21,7 +21,7 @@ enum Ran {
 }
 
 /// A hook's body, sync or async, type-erased (made by [`IntoHook`]).
-pub struct HookFn(Box<dyn FnOnce() -> Ran + Send>);
+pub struct HookFn(Box<dyn Body>);
 
 impl std::fmt::Debug for HookFn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -29,13 +29,87 @@ impl std::fmt::Debug for HookFn {
     }
 }
 
-/// A registered hook: 32 bytes, so that ten thousand of them stay in cache. What most hooks do
-/// not have (a name, `robust`) lives behind one box.
-pub(crate) struct Hook {
-    run: HookFn,
-    type_name: fn() -> &'static str,
-    options: Option<Box<HookOptions>>,
+/// What a registered hook is behind its one box: the closure, and what is known of it.
+trait Body: Send {
+    /// Calls the closure (consuming it and its box).
+    fn call(self: Box<Self>) -> Ran;
+    /// The closure's type name (for the capture helper).
+    fn type_name(&self) -> &'static str;
+    /// The options set with [`OnCommit::name`] or [`OnCommit::robust`], if any.
+    fn options(&self) -> Option<&HookOptions> {
+        None
+    }
+    /// The options, to change them.
+    fn options_mut(&mut self) -> Option<&mut HookOptions> {
+        None
+    }
+    /// Takes the options out, before the body is called.
+    fn take_options(&mut self) -> Option<HookOptions> {
+        None
+    }
 }
+
+/// A closure run synchronously.
+struct SyncBody<F>(F);
+
+impl<F, R> Body for SyncBody<F>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: HookResult,
+{
+    fn call(self: Box<Self>) -> Ran {
+        Ran::Done((self.0)().into_result())
+    }
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<F>()
+    }
+}
+
+/// A closure returning a future.
+struct AsyncBody<F>(F);
+
+impl<F, Fut> Body for AsyncBody<F>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: HookResult,
+{
+    fn call(self: Box<Self>) -> Ran {
+        let future = (self.0)();
+        Ran::Future(Box::pin(async move { future.await.into_result() }))
+    }
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<F>()
+    }
+}
+
+/// A body with options: most hooks have none, so they are a second box only for those that do.
+struct WithOptions {
+    body: Box<dyn Body>,
+    options: HookOptions,
+}
+
+impl Body for WithOptions {
+    fn call(self: Box<Self>) -> Ran {
+        self.body.call()
+    }
+    fn type_name(&self) -> &'static str {
+        self.body.type_name()
+    }
+    fn options(&self) -> Option<&HookOptions> {
+        Some(&self.options)
+    }
+    fn options_mut(&mut self) -> Option<&mut HookOptions> {
+        Some(&mut self.options)
+    }
+    fn take_options(&mut self) -> Option<HookOptions> {
+        Some(std::mem::take(&mut self.options))
+    }
+}
+
+/// A registered hook: one box (16 bytes), so that ten thousand of them stay in cache and move
+/// as cheaply as a `Box<dyn FnOnce()>`.
+pub(crate) struct Hook(Box<dyn Body>);
 
 #[derive(Debug, Default)]
 struct HookOptions {
@@ -46,22 +120,32 @@ struct HookOptions {
 impl Hook {
     /// The name given with [`OnCommit::name`].
     pub(crate) fn name(&self) -> Option<&str> {
-        self.options.as_ref()?.name.as_deref()
+        self.0.options()?.name.as_deref()
     }
 
     /// Whether the hook was made [`robust`](OnCommit::robust).
     fn robust(&self) -> bool {
-        self.options.as_ref().is_some_and(|o| o.robust)
+        self.0.options().is_some_and(|o| o.robust)
     }
 
     /// The type name of the closure (for the capture helper).
     #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub(crate) fn type_name(&self) -> &'static str {
-        (self.type_name)()
+        self.0.type_name()
     }
 
-    fn options(&mut self) -> &mut HookOptions {
-        self.options.get_or_insert_with(Box::default)
+    /// The hook with its options changed by `f` (wrapped in a [`WithOptions`] on first use).
+    fn with_options(mut self, f: impl FnOnce(&mut HookOptions)) -> Hook {
+        if let Some(options) = self.0.options_mut() {
+            f(options);
+            return self;
+        }
+        let mut options = HookOptions::default();
+        f(&mut options);
+        Hook(Box::new(WithOptions {
+            body: self.0,
+            options,
+        }))
     }
 }
 
@@ -115,7 +199,7 @@ where
     R: HookResult,
 {
     fn into_hook(self) -> HookFn {
-        HookFn(Box::new(move || Ran::Done(self().into_result())))
+        HookFn(Box::new(SyncBody(self)))
     }
 }
 
@@ -126,10 +210,7 @@ where
     Fut::Output: HookResult,
 {
     fn into_hook(self) -> HookFn {
-        HookFn(Box::new(move || {
-            let future = self();
-            Ran::Future(Box::pin(async move { future.await.into_result() }))
-        }))
+        HookFn(Box::new(AsyncBody(self)))
     }
 }
 
@@ -158,11 +239,7 @@ where
 /// ```
 pub fn on_commit<M, H: IntoHook<M>>(hook: H) -> OnCommit {
     OnCommit {
-        hook: Hook {
-            run: hook.into_hook(),
-            type_name: std::any::type_name::<H>,
-            options: None,
-        },
+        hook: Hook(hook.into_hook().0),
         alias: Cow::Borrowed("default"),
     }
 }
@@ -192,19 +269,26 @@ impl OnCommit {
 
     /// A robust hook's failure is logged and the next hook runs (5.7).
     pub fn robust(mut self) -> Self {
-        self.hook.options().robust = true;
+        self.hook = self.hook.with_options(|o| o.robust = true);
         self
     }
 
     /// A name for logs and errors.
     pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
-        self.hook.options().name = Some(name.into());
+        let name = name.into();
+        self.hook = self.hook.with_options(|o| o.name = Some(name));
         self
     }
 
     /// Registers the hook with the innermost block of its alias, or, outside any block, hands it
     /// back to be run at once. Synchronous: registering never awaits.
     fn register(self) -> Result<Option<(&'static str, Hook)>, Error> {
+        /// What happened to the hook: small, so that the hot path moves no error around.
+        enum Registration {
+            Registered,
+            RunNow,
+            ManualMode,
+        }
         let entry = lookup(&self.alias)?;
         let mut hook = Some(self.hook);
         let registered = Frame::with_current(|frame| {
@@ -213,22 +297,24 @@ impl OnCommit {
                     unreachable!("the hook is taken once")
                 };
                 match actx.state().on_commit(h) {
-                    Ok(HookDisposition::Registered) => Ok(true),
+                    Ok(HookDisposition::Registered) => Registration::Registered,
                     Ok(HookDisposition::RunNow(h)) => {
                         hook = Some(h);
-                        Ok(false)
+                        Registration::RunNow
                     }
-                    Err(kind) => Err(actx.err(kind)),
+                    Err(_) => Registration::ManualMode,
                 }
             })
         });
         match registered {
-            Some(Ok(true)) => {
+            Some(Registration::Registered) => {
                 tracing::trace!(target: "sqlx_atomic", alias = %entry.name, "on_commit hook registered");
                 return Ok(None);
             }
-            Some(Ok(false)) => {}
-            Some(Err(e)) => return Err(e),
+            Some(Registration::RunNow) => {}
+            Some(Registration::ManualMode) => {
+                return Err(Error::at(&entry.name, ErrorKind::OnCommitInManualMode));
+            }
             None if !entry.db.autocommit => {
                 return Err(Error::at(&entry.name, ErrorKind::OnCommitInManualMode));
             }
@@ -279,7 +365,8 @@ enum Stage {
 impl std::fmt::Debug for OnCommitFuture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let stage = match &self.stage {
-            Stage::Register(_) => "register",
+            Stage::Register(Some(_)) => "register",
+            Stage::Register(None) => "done",
             Stage::Run(_) => "running the hook",
             Stage::Done => "done",
         };
@@ -296,22 +383,18 @@ impl Future for OnCommitFuture {
         let this = self.get_mut();
         loop {
             match &mut this.stage {
-                Stage::Register(on_commit) => {
-                    let Some(on_commit) = on_commit.take() else {
-                        unreachable!("the Register stage always holds its OnCommit")
+                Stage::Register(slot) => {
+                    // Registered or refused: the slot stays empty, which is what "done" means
+                    // in this stage (nothing else to write on the hot path).
+                    let Some(on_commit) = slot.take() else {
+                        panic!("`OnCommitFuture` polled after completion")
                     };
                     match on_commit.register() {
-                        Ok(None) => {
-                            this.stage = Stage::Done;
-                            return Poll::Ready(Ok(()));
-                        }
+                        Ok(None) => return Poll::Ready(Ok(())),
                         Ok(Some((alias, hook))) => {
                             this.stage = Stage::Run(Box::pin(run_hooks(alias, vec![hook])));
                         }
-                        Err(e) => {
-                            this.stage = Stage::Done;
-                            return Poll::Ready(Err(e));
-                        }
+                        Err(e) => return Poll::Ready(Err(e)),
                     }
                 }
                 Stage::Run(run) => {
@@ -338,12 +421,13 @@ pub(crate) async fn run_hooks(alias: &str, hooks: Vec<Hook>) -> Result<(), Error
     let total = hooks.len();
     let mut iter = hooks.into_iter().enumerate();
     while let Some((i, hook)) = iter.next() {
-        let Hook { run, options, .. } = hook;
+        let Hook(mut body) = hook;
+        let options = body.take_options();
         let name = options.as_ref().and_then(|o| o.name.as_deref());
         let robust = options.as_ref().is_some_and(|o| o.robust);
         let name = name.unwrap_or("<unnamed>");
         tracing::debug!(target: "sqlx_atomic", alias, hook = name, index = i, "running on_commit hook");
-        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(run.0)) {
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| body.call())) {
             Ok(Ran::Done(result)) => Ok(result),
             Ok(Ran::Future(future)) => AssertUnwindSafe(future).catch_unwind().await,
             Err(panic) => Err(panic),
@@ -376,4 +460,31 @@ pub(crate) async fn run_hooks(alias: &str, hooks: Vec<Hook>) -> Result<(), Error
         };
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hook_is_one_box() {
+        assert_eq!(size_of::<Hook>(), size_of::<Box<dyn FnOnce() + Send>>());
+    }
+
+    #[test]
+    fn options_are_kept_in_any_order_and_the_type_name_is_the_closures() {
+        fn marker() {}
+        let plain = on_commit(marker).hook;
+        assert_eq!(plain.name(), None);
+        assert!(!plain.robust());
+        let both = on_commit(marker).robust().name("n").hook;
+        assert_eq!((both.name(), both.robust()), (Some("n"), true));
+        let both = on_commit(marker).name("m").robust().name("n").hook;
+        assert_eq!((both.name(), both.robust()), (Some("n"), true));
+        assert!(both.type_name().ends_with("marker"), "{}", both.type_name());
+        let mut body = both.0;
+        let taken = body.take_options().expect("options");
+        assert_eq!(taken.name.as_deref(), Some("n"));
+        assert!(matches!(body.call(), Ran::Done(Ok(()))));
+    }
 }
