@@ -122,10 +122,10 @@ impl Atomic {
         async move {
             match Frame::current() {
                 Some(frame) => self.run_in(frame, body).await,
-                None => {
-                    let frame = Frame::root(Context::new(false));
-                    frame.clone().scope(self.run_in(frame, body)).await
-                }
+                // The outermost block of the task: its context lives as long as the block. Only
+                // the body runs in a task-local scope (with the block's frame); the block's own
+                // entry and exit do not read it, so they are not wrapped in a second one.
+                None => self.run_in(Frame::root(Context::new(false)), body).await,
             }
         }
     }
@@ -159,10 +159,14 @@ impl Atomic {
         };
         let span =
             tracing::debug_span!(target: "sqlx_atomic", "atomic", alias = %entry.name, depth);
-        let outcome = frame
-            .child(entry.index, id)
-            .scope(AssertUnwindSafe(body).catch_unwind().instrument(span))
-            .await;
+        let body = AssertUnwindSafe(body).catch_unwind();
+        let frame = frame.child(entry.index, id);
+        // A span no subscriber wants is not entered and left at every poll of the body.
+        let outcome = if span.is_disabled() {
+            frame.scope(body).await
+        } else {
+            frame.scope(body.instrument(span)).await
+        };
         guard.armed = false;
         exit(&actx, id, depth, outcome).await
     }

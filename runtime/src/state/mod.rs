@@ -5,6 +5,8 @@
 //! drop. Statements are lazy (SEMANTICS 9): entering a block owes a BEGIN or a SAVEPOINT, which is
 //! only sent before the next query; RELEASE is bookkeeping and is owed, not sent.
 
+use smallvec::SmallVec;
+
 use crate::error::ErrorKind;
 
 /// A savepoint id, unique within a transaction; its SQL name is generated from it.
@@ -81,19 +83,22 @@ struct ServerSp {
 }
 
 /// Where a query goes.
+/// Control statements to send, in order: a few at most, kept inline.
+pub(crate) type Stmts = SmallVec<[Control; 4]>;
+
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Route {
     /// Straight to the pool, in autocommit.
     Pool,
     /// To the task's connection, after these owed statements.
-    Conn(Vec<Control>),
+    Conn(Stmts),
 }
 
 /// What a block's exit, `commit` or `rollback` asks for.
 #[derive(Debug)]
 pub(crate) struct ExitPlan<H> {
     /// Statements to send, in order.
-    pub stmts: Vec<Control>,
+    pub stmts: Stmts,
     /// Hooks to run once the statements succeeded (the transaction committed).
     pub hooks: Vec<H>,
     /// The transaction ended: give the connection back afterwards.
@@ -107,7 +112,7 @@ pub(crate) struct ExitPlan<H> {
 impl<H> ExitPlan<H> {
     fn nothing() -> Self {
         ExitPlan {
-            stmts: Vec::new(),
+            stmts: Stmts::new(),
             hooks: Vec::new(),
             ends_transaction: false,
             error: None,
@@ -129,7 +134,7 @@ pub(crate) enum HookDisposition<H> {
 #[derive(Debug)]
 pub(crate) struct TxState<H> {
     autocommit: bool,
-    blocks: Vec<Frame>,
+    blocks: SmallVec<[Frame; 4]>,
     needs_rollback: bool,
     /// A control statement failed or the connection was lost: only a full rollback is safe.
     broken: bool,
@@ -139,8 +144,8 @@ pub(crate) struct TxState<H> {
     txn_open: bool,
     /// BEGIN was sent.
     begun: bool,
-    server_sps: Vec<ServerSp>,
-    owed_sps: Vec<SpId>,
+    server_sps: SmallVec<[ServerSp; 4]>,
+    owed_sps: SmallVec<[SpId; 4]>,
     owed_rollback_to: Option<SpId>,
     manual_sps: Vec<(SpId, usize)>,
     hooks: Vec<H>,
@@ -158,14 +163,14 @@ impl<H> TxState<H> {
     pub(crate) fn new(autocommit: bool, tracks_abort: bool) -> Self {
         TxState {
             autocommit,
-            blocks: Vec::new(),
+            blocks: SmallVec::new(),
             needs_rollback: false,
             broken: false,
             lost: false,
             txn_open: false,
             begun: false,
-            server_sps: Vec::new(),
-            owed_sps: Vec::new(),
+            server_sps: SmallVec::new(),
+            owed_sps: SmallVec::new(),
             owed_rollback_to: None,
             manual_sps: Vec::new(),
             hooks: Vec::new(),
@@ -266,8 +271,8 @@ impl<H> TxState<H> {
     }
 
     /// Takes the owed statements that must precede the next statement on the connection.
-    fn flush(&mut self) -> Vec<Control> {
-        let mut plan = Vec::new();
+    fn flush(&mut self) -> Stmts {
+        let mut plan = Stmts::new();
         if !self.begun {
             plan.push(Control::Begin);
             self.begun = true;
@@ -431,7 +436,7 @@ impl<H> TxState<H> {
                         self.aborted = false;
                     }
                     if self.aborted {
-                        plan.stmts = vec![Control::Rollback];
+                        plan.stmts = smallvec::smallvec![Control::Rollback];
                         plan.error = Some(ErrorKind::Aborted);
                     } else {
                         plan.stmts.push(Control::Commit);

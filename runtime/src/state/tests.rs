@@ -324,7 +324,7 @@ fn rule_7_2_aborted_transaction_is_not_committed() {
     st.exit(2, Outcome::Failed).unwrap();
     st.set_rollback(false).unwrap(); // 2.3: the user's responsibility
     let plan = st.exit(1, Outcome::Ok).unwrap();
-    assert_eq!(plan.stmts, vec![Control::Rollback]);
+    assert_eq!(plan.stmts.as_slice(), [Control::Rollback]);
     assert!(matches!(plan.error, Some(ErrorKind::Aborted)));
     assert!(plan.hooks.is_empty());
 }
@@ -414,7 +414,7 @@ fn rule_7_2_failed_control_statement_then_cleared_flag_is_not_success() {
     st.set_rollback(false).unwrap();
     assert!(st.exit(2, Outcome::Ok).unwrap().error.is_none());
     let plan = st.exit(1, Outcome::Ok).unwrap();
-    assert_eq!(plan.stmts, vec![Control::Rollback]);
+    assert_eq!(plan.stmts.as_slice(), [Control::Rollback]);
     assert!(matches!(plan.error, Some(ErrorKind::Aborted)));
     assert!(plan.hooks.is_empty());
 }
