@@ -153,6 +153,15 @@ fn app(alias: &'static str) -> Router {
             }),
         )
         .route(
+            "/panic_idle",
+            get(|| async {
+                if std::hint::black_box(true) {
+                    panic!("handler panics before any query");
+                }
+                "unreachable"
+            }),
+        )
+        .route(
             "/set_rollback/{t}/{v}",
             get(move |Path((t, v)): Path<(String, i64)>| async move {
                 insert(alias, &t, v).await.unwrap();
@@ -258,6 +267,8 @@ macro_rules! web_suite {
                     assert_eq!(get_status(addr, &format!("/status/404/{t}/1")).await, 404);
                     assert_eq!(get_status(addr, &format!("/status/500/{t}/2")).await, 500);
                     assert_eq!(get_status(addr, &format!("/panic/{t}/3")).await, 500);
+                    // A panic in a request that never touched a database is a 500 as well.
+                    assert_eq!(get_status(addr, "/panic_idle").await, 500);
                     assert_eq!(get_status(addr, &format!("/set_rollback/{t}/4")).await, 200);
                     assert_eq!(get_status(addr, &format!("/status/201/{t}/5")).await, 201);
                     assert_eq!(fx.committed().await, [5]);

@@ -154,7 +154,7 @@ impl AnyPool {
 /// future in it rather than on the stack and then copying it over (sqlx's acquire future is
 /// 8.6 KB: `Box::pin(pool.acquire())` copied all of it on every transaction).
 #[inline(always)]
-fn boxed<F: Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
+pub(crate) fn boxed<F: Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
     Box::into_pin(Box::write(Box::new_uninit(), make()))
 }
 

@@ -193,7 +193,8 @@ mod layer {
             let mut inner = std::mem::replace(&mut self.inner, ready);
             let predicate = self.rollback_if.clone();
             let handler = inner.call(req);
-            Box::pin(handle(handler, predicate))
+            // Built in its box: the request's future holds the handler's and is not small.
+            crate::backend::boxed(|| handle(handler, predicate))
         }
     }
 
@@ -233,6 +234,21 @@ mod layer {
         // The handler runs in its frame only (one task-local scope to pass at each poll); the
         // exits run in the request's root frame, where no block is open any more.
         let outcome = frame.scope(AssertUnwindSafe(handler).catch_unwind()).await;
+        // A request that touched none of its aliases has nothing to end.
+        if entries
+            .iter()
+            .all(|(_, entry)| ctx.existing_alias(entry.index).is_none())
+            && lock(&ctx.request_error).is_none()
+        {
+            guard.armed = false;
+            return match outcome {
+                Ok(result) => result,
+                Err(panic) => {
+                    tracing::error!(target: "sqlx_atomic", panic = %panic_message(&*panic), "request panicked; answering 500");
+                    Ok(server_error())
+                }
+            };
+        }
         let rollback = match &outcome {
             Ok(Ok(resp)) => predicate(resp.status()),
             Ok(Err(_)) | Err(_) => true,
