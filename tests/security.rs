@@ -35,6 +35,7 @@ fn no_credential_in_any_output() {
     tracing_subscriber::fmt()
         .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
         .with_writer(sink.clone())
+        .with_ansi(false)
         .init();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut shown: Vec<String> = Vec::new();
@@ -106,6 +107,11 @@ fn no_credential_in_any_output() {
     assert!(
         logs.contains("sqlx_atomic"),
         "tracing captured nothing: {logs}"
+    );
+    // With DEBUG on, statements are logged inside the block's span, which names alias and depth.
+    assert!(
+        logs.contains("atomic{alias=") && logs.contains("depth=1"),
+        "no `atomic` span with alias and depth in the tracing lines: {logs}"
     );
     assert!(
         !logs.contains(SECRET),

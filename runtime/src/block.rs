@@ -157,8 +157,12 @@ impl Atomic {
             id,
             armed: true,
         };
-        let span =
-            tracing::debug_span!(target: "sqlx_atomic", "atomic", alias = %entry.name, depth);
+        // Not even built when DEBUG is off for every subscriber (the usual production setting).
+        let span = if tracing::level_enabled!(tracing::Level::DEBUG) {
+            tracing::debug_span!(target: "sqlx_atomic", "atomic", alias = %entry.name, depth)
+        } else {
+            tracing::Span::none()
+        };
         let body = AssertUnwindSafe(body).catch_unwind();
         let frame = frame.child(entry.index, id);
         // A span no subscriber wants is not entered and left at every poll of the body.

@@ -114,7 +114,11 @@ async fn target<DB: Backend>(alias: &str) -> Result<(Target<DB>, Option<Arc<Alia
             },
         )
     })?;
-    let Some(frame) = Frame::current() else {
+    // The alias's context and the innermost block of this alias the query runs in (fixed for
+    // the frame), read without cloning the frame.
+    let current =
+        Frame::with_current(|frame| (frame.ctx.alias(entry), frame.innermost(entry.index)));
+    let Some((actx, innermost)) = current else {
         if !entry.db.autocommit {
             return Err(Error::at(
                 &entry.name,
@@ -123,7 +127,6 @@ async fn target<DB: Backend>(alias: &str) -> Result<(Target<DB>, Option<Arc<Alia
         }
         return Ok((Target::Pool(pool.clone()), None));
     };
-    let actx = frame.ctx.alias(entry);
     {
         let st = actx.state();
         if !st.in_block() && st.autocommit() && !st.in_transaction() {
@@ -145,7 +148,7 @@ async fn target<DB: Backend>(alias: &str) -> Result<(Target<DB>, Option<Arc<Alia
     lease.ensure_conn().await?;
     let route = {
         let mut st = actx.state();
-        if frame.innermost(entry.index) != st.top_block() {
+        if innermost != st.top_block() {
             st.query_failed(false);
             return Err(actx.err(ErrorKind::ConcurrentBlocks));
         }
