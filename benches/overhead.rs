@@ -27,7 +27,7 @@ const SQ_INSERT: &str = "INSERT INTO bench_overhead (v) VALUES (?)";
 const PG_INSERT: &str = "INSERT INTO bench_overhead (v) VALUES ($1)";
 const HOOKS: u64 = 10_000;
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Bk {
     Sqlite,
     Postgres,
@@ -400,6 +400,31 @@ fn paired() {
         || ours_one(Bk::Postgres),
         || sqlx_one(env, Bk::Postgres),
     );
+    // Calibration (run only when asked, `SQLX_ATOMIC_PAIRED_ONLY=calibration`): the same side on
+    // both arms, to see how far from 1.00 the harness itself lands.
+    if std::env::var("SQLX_ATOMIC_PAIRED_ONLY").is_ok_and(|o| o.contains("calibration")) {
+        for b in [Bk::Sqlite, Bk::Postgres] {
+            common::paired(
+                &env.rt,
+                &format!("calibration/{}: sqlx (A) vs sqlx (B)", b.name()),
+                rounds,
+                if b == Bk::Sqlite { 25 } else { 10 },
+                || sqlx_one(env, b),
+                || sqlx_one(env, b),
+            );
+            common::paired(
+                &env.rt,
+                &format!(
+                    "calibration/{}: sqlx_atomic (A) vs sqlx_atomic (B)",
+                    b.name()
+                ),
+                rounds,
+                if b == Bk::Sqlite { 25 } else { 10 },
+                || ours_one(b),
+                || ours_one(b),
+            );
+        }
+    }
     for b in [Bk::Sqlite, Bk::Postgres] {
         for query in [true, false] {
             let kind = if query { "query" } else { "empty" };
