@@ -261,6 +261,11 @@ criterion_group! {
 /// Paired mode (`SQLX_ATOMIC_PAIRED=1`, `SQLX_ATOMIC_PAIRED_ROUNDS=<n>`, default 100): each
 /// comparison measured A B B A in alternating batches (see `common::paired`), in-process and over
 /// one loopback HTTP connection, so that the load of a shared machine falls on both sides alike.
+/// The label suffix of a self-comparison, so that the calibration filter selects it.
+fn calibration(a: &str, b: &str) -> &'static str {
+    if a == b { " [calibration]" } else { "" }
+}
+
 fn paired() {
     let env = &*ENV;
     let rounds = std::env::var("SQLX_ATOMIC_PAIRED_ROUNDS")
@@ -271,17 +276,24 @@ fn paired() {
         let i = env.apps.iter().position(|(n, ..)| *n == name).expect("app");
         (&env.apps[i].1, env.apps[i].2, env.addrs[i])
     };
-    let pairs = [
+    let mut pairs = vec![
         ("sqlx_atomic_layer", "hand_written_tx", 10),
         ("sqlx_atomic_layer", "axum_sqlx_tx", 10),
         ("idle_sqlx_atomic_layer", "idle_no_layer", 200),
     ];
+    // Calibration (`SQLX_ATOMIC_PAIRED_ONLY=calibration`): each side against itself.
+    if std::env::var("SQLX_ATOMIC_PAIRED_ONLY").is_ok_and(|o| o.contains("calibration")) {
+        pairs = ["sqlx_atomic_layer", "hand_written_tx", "axum_sqlx_tx"]
+            .into_iter()
+            .map(|a| (a, a, 10))
+            .collect();
+    }
     for (a, b, batch) in pairs {
         let (app_a, path_a, addr_a) = app(a);
         let (app_b, path_b, addr_b) = app(b);
         common::paired(
             &env.rt,
-            &format!("in-process: {a} (A) vs {b} (B)"),
+            &format!("in-process: {a} (A) vs {b} (B){}", calibration(a, b)),
             rounds,
             batch,
             || oneshot(app_a, path_a),
@@ -296,7 +308,10 @@ fn paired() {
         let (ca, cb) = (&ca, &cb);
         common::paired(
             &env.rt,
-            &format!("http, 1 connection: {a} (A) vs {b} (B)"),
+            &format!(
+                "http, 1 connection: {a} (A) vs {b} (B){}",
+                calibration(a, b)
+            ),
             rounds,
             batch,
             || async {
