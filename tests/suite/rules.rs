@@ -180,6 +180,51 @@ t!(rule_1_5_user_error_reaches_caller_unchanged, |fx| {
     assert_eq!(fx.committed().await, Vec::<i64>::new());
 });
 
+t!(rule_1_6_a_failed_release_dooms_the_enclosing_block, |fx| {
+    // RELEASEs are owed (9.4): a nested block that succeeded has already returned `Ok` when its
+    // RELEASE goes out, batched before a later SAVEPOINT. If that RELEASE fails, the savepoint
+    // stack on the server is unknown, so there is nothing safe to roll back to: the error goes to
+    // the statement that carried it and the enclosing block is doomed (the last clause of 1.6).
+    // To make a RELEASE fail on every backend, the body destroys the savepoints behind the
+    // library's back (names are generated, `sqlx_atomic_sp1` is the first of a transaction).
+    let (r, log) = Scope::new()
+        .record_statements()
+        .run(atomic().run(async {
+            on_commit(fx.hook("outer")).await?;
+            // 33 closed savepoints on the server: one more SAVEPOINT releases the lowest first.
+            for _ in 0..33 {
+                atomic().run(async { ins(&fx, 1).await }).await?;
+            }
+            sqlx::raw_sql("RELEASE SAVEPOINT sqlx_atomic_sp1")
+                .execute(db())
+                .await?;
+            let failed = atomic().run(async { ins(&fx, 2).await }).await;
+            let e = failed.expect_err("the owed RELEASE of a destroyed savepoint fails");
+            assert!(
+                matches!(e.as_sqlx(), Some(sqlx::Error::Database(_))),
+                "the release error reaches the caller: {e}"
+            );
+            // Needs-rollback is set on the enclosing block: it refuses queries from now on.
+            let refused = ins(&fx, 3).await.expect_err("the enclosing block is doomed");
+            assert!(matches!(refused.kind(), ErrorKind::Doomed), "{refused}");
+            // The body ignores the failure and says Ok: the block leaves with needs-rollback
+            // set, so it rolls back and returns the body's value, as in Django (1.4, 2.2).
+            Ok::<_, Error>(())
+        }))
+        .await;
+    r.unwrap();
+    let sql: Vec<&str> = log.iter().map(|s| s.sql.as_str()).collect();
+    assert_eq!(
+        sql.iter().find(|s| s.starts_with("SAVEPOINT")),
+        Some(&"SAVEPOINT sqlx_atomic_sp1"),
+        "{sql:?}"
+    );
+    assert!(sql.contains(&"RELEASE SAVEPOINT sqlx_atomic_sp1"), "{sql:?}");
+    assert_eq!(sql.last(), Some(&"ROLLBACK"), "{sql:?}");
+    assert_eq!(fx.committed().await, Vec::<i64>::new());
+    assert_eq!(fx.ran(), Vec::<String>::new());
+});
+
 t!(rule_1_8_durable_block_cannot_nest, |fx| {
     atomic()
         .run(async {
@@ -838,6 +883,69 @@ t!(rule_9_5_django_programs_cost_59_statements, |fx| {
     assert_eq!(counts.iter().sum::<usize>(), 59);
     // Rows left: 1+3+2+1+1+1+2+0+0+2+5+0+1 = 19 (as Django).
     assert_eq!(fx.committed().await.len(), 19);
+});
+
+t!(rule_9_2_never_more_statements_than_django_for_any_program, |fx| {
+    // Django 5.2's measured counts for the same 14 programs (../shared/django-statement-counts.md);
+    // SQLite's differ from PostgreSQL's only in P2 (2 instead of 0).
+    const DJANGO_POSTGRES: [usize; 14] = [3, 0, 5, 6, 5, 7, 7, 4, 4, 3, 6, 17, 3, 1];
+    let ours = programs(&fx).await;
+    for (i, (ours, django)) in ours.iter().zip(DJANGO_POSTGRES).enumerate() {
+        assert!(
+            *ours <= django,
+            "program P{}: {ours} statements, Django sends {django}",
+            i + 1
+        );
+    }
+});
+
+t!(rule_9_3_a_savepoint_rolled_back_to_is_released_later_not_at_once, |fx| {
+    const SIBLINGS: usize = 100;
+    let (r, log) = Scope::new()
+        .record_statements()
+        .run(atomic().run(async {
+            ins(&fx, 1).await?;
+            for _ in 0..SIBLINGS {
+                let inner = atomic()
+                    .run(async {
+                        ins(&fx, 2).await?;
+                        Err::<(), _>(boom())
+                    })
+                    .await;
+                assert!(inner.is_err());
+            }
+            Ok::<_, Error>(())
+        }))
+        .await;
+    r.unwrap();
+    let sql: Vec<&str> = log.iter().map(|s| s.sql.as_str()).collect();
+    let n = |prefix: &str| sql.iter().filter(|s| s.starts_with(prefix)).count();
+    // Each failed block costs SAVEPOINT and ROLLBACK TO; its RELEASE is owed, never sent right
+    // after the ROLLBACK TO (Django sends it at once: three statements per failed block).
+    assert_eq!(
+        (n("SAVEPOINT"), n("ROLLBACK TO"), n("INSERT")),
+        (SIBLINGS, SIBLINGS, SIBLINGS + 1)
+    );
+    for pair in sql.windows(2) {
+        let rolled_back = pair[0].strip_prefix("ROLLBACK TO SAVEPOINT ");
+        let released = pair[1].strip_prefix("RELEASE SAVEPOINT ");
+        assert!(
+            rolled_back.is_none() || rolled_back != released,
+            "a savepoint was released right after its ROLLBACK TO: {pair:?}"
+        );
+    }
+    // The rolled-back savepoints still count as released: they pile up on the server's stack
+    // and are paid in batches, one RELEASE destroying a run of them (9.4), the first of which
+    // is the savepoint of the first failed block.
+    let releases: Vec<&&str> = sql.iter().filter(|s| s.starts_with("RELEASE")).collect();
+    assert_eq!(releases.len(), 3, "{releases:?}");
+    let first_savepoint = sql.iter().find(|s| s.starts_with("SAVEPOINT")).unwrap();
+    assert_eq!(
+        releases[0].trim_start_matches("RELEASE SAVEPOINT "),
+        first_savepoint.trim_start_matches("SAVEPOINT ")
+    );
+    assert_eq!(sql.len(), 1 + 1 + 3 * SIBLINGS + releases.len() + 1, "{sql:?}");
+    assert_eq!(fx.committed().await, [1]);
 });
 
 t!(rule_9_1_block_without_query_sends_nothing, |_fx| {
