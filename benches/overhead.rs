@@ -380,10 +380,7 @@ fn profile(case: &str, iters: u64) {
 /// the load of a shared machine falls on both sides alike. Prints one line per comparison.
 fn paired() {
     let env = &*ENV;
-    let rounds = std::env::var("SQLX_ATOMIC_PAIRED_ROUNDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(100);
+    let rounds = common::env_number("SQLX_ATOMIC_PAIRED_ROUNDS", 100);
     common::paired(
         &env.rt,
         "one_insert/sqlite: sqlx_atomic (A) vs sqlx_begin_commit (B)",
@@ -402,7 +399,7 @@ fn paired() {
     );
     // Calibration (run only when asked, `SQLX_ATOMIC_PAIRED_ONLY=calibration`): the same side on
     // both arms, to see how far from 1.00 the harness itself lands.
-    if std::env::var("SQLX_ATOMIC_PAIRED_ONLY").is_ok_and(|o| o.contains("calibration")) {
+    if common::calibrating() {
         for b in [Bk::Sqlite, Bk::Postgres] {
             common::paired(
                 &env.rt,
@@ -459,10 +456,7 @@ fn main() {
         return;
     }
     if let Ok(case) = std::env::var("SQLX_ATOMIC_PROFILE") {
-        let iters = std::env::var("SQLX_ATOMIC_PROFILE_ITERS")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(1000);
+        let iters = common::env_number("SQLX_ATOMIC_PROFILE_ITERS", 1000);
         profile(&case, iters);
         return;
     }

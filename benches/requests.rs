@@ -258,20 +258,17 @@ criterion_group! {
     targets = in_process, over_http
 }
 
-/// Paired mode (`SQLX_ATOMIC_PAIRED=1`, `SQLX_ATOMIC_PAIRED_ROUNDS=<n>`, default 100): each
-/// comparison measured A B B A in alternating batches (see `common::paired`), in-process and over
-/// one loopback HTTP connection, so that the load of a shared machine falls on both sides alike.
 /// The label suffix of a self-comparison, so that the calibration filter selects it.
 fn calibration(a: &str, b: &str) -> &'static str {
     if a == b { " [calibration]" } else { "" }
 }
 
+/// Paired mode (`SQLX_ATOMIC_PAIRED=1`, `SQLX_ATOMIC_PAIRED_ROUNDS=<n>`, default 100): each
+/// comparison measured A B B A in alternating batches (see `common::paired`), in-process and over
+/// one loopback HTTP connection, so that the load of a shared machine falls on both sides alike.
 fn paired() {
     let env = &*ENV;
-    let rounds = std::env::var("SQLX_ATOMIC_PAIRED_ROUNDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(100);
+    let rounds = common::env_number("SQLX_ATOMIC_PAIRED_ROUNDS", 100);
     let app = |name: &str| {
         let i = env.apps.iter().position(|(n, ..)| *n == name).expect("app");
         (&env.apps[i].1, env.apps[i].2, env.addrs[i])
@@ -282,7 +279,7 @@ fn paired() {
         ("idle_sqlx_atomic_layer", "idle_no_layer", 200),
     ];
     // Calibration (`SQLX_ATOMIC_PAIRED_ONLY=calibration`): each side against itself.
-    if std::env::var("SQLX_ATOMIC_PAIRED_ONLY").is_ok_and(|o| o.contains("calibration")) {
+    if common::calibrating() {
         pairs = ["sqlx_atomic_layer", "hand_written_tx", "axum_sqlx_tx"]
             .into_iter()
             .map(|a| (a, a, 10))
@@ -331,10 +328,7 @@ fn paired() {
 /// 10,000) requests in-process to that app, one at a time.
 fn profile(name: &str) {
     let env = &*ENV;
-    let iters: u64 = std::env::var("SQLX_ATOMIC_PROFILE_ITERS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(10_000);
+    let iters: u64 = common::env_number("SQLX_ATOMIC_PROFILE_ITERS", 10_000);
     let (_, app, path) = env
         .apps
         .iter()

@@ -358,11 +358,7 @@ impl Env {
                 .await
                 && !panic.is::<ModelPanic>()
             {
-                let msg = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string panic".into());
+                let msg = common::panic_message(&*panic);
                 self.unexpected(format!("unexpected panic: {msg}"));
             }
         }

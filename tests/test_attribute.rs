@@ -86,14 +86,7 @@ fn rolled_back<R>(b: Backend, run: impl FnOnce() -> R) -> Option<std::thread::Re
     Some(outcome)
 }
 
-/// The message of a panic payload.
-fn message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic".into())
-}
+use common::panic_message as message;
 
 macro_rules! attribute_suite {
     ($module:ident, $db:ty, $backend:expr, $alias:literal, $tokio_alias:literal) => {

@@ -68,6 +68,20 @@ pub async fn pg_pool(max: u32) -> PgPool {
         })
 }
 
+/// The number in the environment variable `name`, or `default`.
+pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Whether the paired mode was asked for its self-comparisons
+/// (`SQLX_ATOMIC_PAIRED_ONLY=calibration`).
+pub fn calibrating() -> bool {
+    std::env::var("SQLX_ATOMIC_PAIRED_ONLY").is_ok_and(|o| o.contains("calibration"))
+}
+
 /// Creates (or empties) `table (id, v)` with the pool's dialect.
 pub async fn sqlite_table(pool: &SqlitePool, table: &str) {
     sqlx::raw_sql(sql(format!(

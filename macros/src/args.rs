@@ -5,10 +5,11 @@
 //! argument is skipped up to the next comma and the rest are still checked, so one compile reports
 //! every mistake in the attribute.
 
+use proc_macro2::Span;
 use proc_macro2::TokenStream;
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream, Parser};
-use syn::{Expr, Ident, Lit, LitBool, LitStr, Path, Token};
+use syn::{Expr, Ident, Lit, LitBool, LitStr, Path, Signature, Token};
 
 /// The arguments of one `#[atomic(..)]`, validated. `None` means "not given": the expansion only
 /// calls the builder methods of the arguments that were written.
@@ -112,11 +113,26 @@ impl Errors {
         }
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
     pub(crate) fn into_result(self) -> syn::Result<()> {
         match self.0 {
             Some(error) => Err(error),
             None => Ok(()),
         }
+    }
+
+    /// What an attribute that found mistakes expands to: the `compile_error!`s, then the item
+    /// unchanged, so that the rest of the crate still type-checks.
+    pub(crate) fn then_item(self, item: TokenStream) -> TokenStream {
+        let mut tokens = self
+            .0
+            .map(syn::Error::into_compile_error)
+            .unwrap_or_default();
+        tokens.extend(item);
+        tokens
     }
 }
 
@@ -205,6 +221,60 @@ fn parse_one<N: Copy>(
         return Err(input.error(format!("expected `,` between the arguments of {attr}")));
     }
     Ok(Some((name, ident, value)))
+}
+
+/// `using = ..` (repeatable, each a literal or a list) and `crate = ..`, as
+/// `#[non_atomic_requests]` and `#[sqlx_atomic::test]` take them.
+#[derive(Default)]
+pub(crate) struct AliasesAndCrate {
+    aliases: Vec<LitStr>,
+    using_given: bool,
+    krate: Option<Path>,
+    crate_given: bool,
+}
+
+impl AliasesAndCrate {
+    /// One `using = value`.
+    pub(crate) fn using(&mut self, value: Expr, errors: &mut Errors) {
+        self.using_given = true;
+        alias_list(value, &mut self.aliases, errors);
+    }
+
+    /// One `crate = value`; a second one is a mistake.
+    pub(crate) fn krate(&mut self, ident: &Ident, value: Expr, errors: &mut Errors) {
+        if std::mem::replace(&mut self.crate_given, true) {
+            return errors.push(duplicate_argument(ident));
+        }
+        match crate_path(value) {
+            Ok(path) => self.krate = Some(path),
+            Err(error) => errors.push(error),
+        }
+    }
+
+    /// The aliases in the order written (`["default"]` when `using` was not given), and the
+    /// crate path.
+    pub(crate) fn finish(mut self) -> (Vec<LitStr>, Option<Path>) {
+        if !self.using_given {
+            self.aliases.push(LitStr::new("default", Span::call_site()));
+        }
+        (self.aliases, self.krate)
+    }
+}
+
+/// What none of the attributes accepts: a `const fn` or a variadic function.
+pub(crate) fn reject_const_and_variadic(sig: &Signature, attr: &str, errors: &mut Errors) {
+    if let Some(constness) = &sig.constness {
+        errors.push(syn::Error::new(
+            constness.span,
+            format!("{attr} cannot be applied to a `const fn`"),
+        ));
+    }
+    if let Some(variadic) = &sig.variadic {
+        errors.push(syn::Error::new_spanned(
+            variadic,
+            format!("{attr} cannot be applied to a variadic function"),
+        ));
+    }
 }
 
 pub(crate) fn duplicate_argument(ident: &Ident) -> syn::Error {

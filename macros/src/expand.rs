@@ -6,7 +6,7 @@ use quote::{ToTokens, quote, quote_spanned};
 use syn::parse::{Parse, ParseStream};
 use syn::{Attribute, Item, ReturnType, Signature, TraitItemFn, Type, Visibility, braced, token};
 
-use crate::args::{self, AtomicArgs};
+use crate::args::{self, AtomicArgs, Errors};
 
 const NOT_ASYNC_FN: &str = "#[atomic] can only be applied to an `async fn`";
 const BAD_RETURN_TYPE: &str =
@@ -15,38 +15,24 @@ const BAD_RETURN_TYPE: &str =
 /// Expands `#[atomic(args)] item`. On any error, the output is the `compile_error!`s followed by
 /// the item unchanged, so the rest of the crate still type-checks.
 pub(crate) fn atomic(args: TokenStream, item: TokenStream) -> TokenStream {
-    let mut errors: Option<syn::Error> = None;
-    let mut push = |error: syn::Error| match &mut errors {
-        Some(all) => all.combine(error),
-        None => errors = Some(error),
-    };
-
-    let args = args::parse(args).map_err(&mut push).ok();
+    let mut errors = Errors::default();
+    let args = args::parse(args).map_err(|error| errors.push(error)).ok();
     let function = match syn::parse2::<FnItem>(item.clone()) {
         Ok(function) => Some(function),
         Err(_) => {
-            push(not_a_function(item.clone(), NOT_ASYNC_FN, "#[atomic]"));
+            errors.push(not_a_function(item.clone(), NOT_ASYNC_FN, "#[atomic]"));
             None
         }
     };
-    let return_type = function.as_ref().and_then(|function| {
-        let mut fn_errors = Vec::new();
-        let return_type = check_signature(&function.sig, &mut fn_errors);
-        fn_errors.into_iter().for_each(&mut push);
-        return_type
-    });
+    let return_type = function
+        .as_ref()
+        .and_then(|function| check_signature(&function.sig, &mut errors));
 
-    match (errors, args, function, return_type) {
-        (None, Some(args), Some(function), Some(return_type)) => {
+    match (args, function, return_type) {
+        (Some(args), Some(function), Some(return_type)) if errors.is_empty() => {
             wrap_body(args, function, &return_type)
         }
-        (errors, ..) => {
-            let mut tokens = errors
-                .map(syn::Error::into_compile_error)
-                .unwrap_or_default();
-            tokens.extend(item);
-            tokens
-        }
+        _ => errors.then_item(item),
     }
 }
 
@@ -130,21 +116,10 @@ pub(crate) fn not_a_function(item: TokenStream, message: &str, attr: &str) -> sy
 
 /// Checks everything about the signature that `#[atomic]` relies on, and returns the declared
 /// return type when it has the expected shape.
-fn check_signature(sig: &Signature, errors: &mut Vec<syn::Error>) -> Option<Type> {
-    if let Some(constness) = &sig.constness {
-        errors.push(syn::Error::new(
-            constness.span,
-            "#[atomic] cannot be applied to a `const fn`",
-        ));
-    }
+fn check_signature(sig: &Signature, errors: &mut Errors) -> Option<Type> {
+    args::reject_const_and_variadic(sig, "#[atomic]", errors);
     if sig.asyncness.is_none() {
         errors.push(syn::Error::new(sig.fn_token.span, NOT_ASYNC_FN));
-    }
-    if let Some(variadic) = &sig.variadic {
-        errors.push(syn::Error::new_spanned(
-            variadic,
-            "#[atomic] cannot be applied to a variadic function",
-        ));
     }
     match &sig.output {
         ReturnType::Type(_, ty) if result_ident(ty).is_some() => Some((**ty).clone()),

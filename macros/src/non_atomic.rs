@@ -53,34 +53,16 @@ pub(crate) fn parse(args: TokenStream) -> syn::Result<NonAtomicArgs> {
 }
 
 fn parse_args(input: ParseStream<'_>) -> syn::Result<NonAtomicArgs> {
-    let mut aliases = Vec::new();
-    let mut using_given = false;
-    let mut krate = None;
-    let mut crate_given = false;
+    let mut given = args::AliasesAndCrate::default();
     args::parse_arguments(
         input,
         &NON_ATOMIC,
         |name, ident, value, errors| match name {
-            Name::Using => {
-                using_given = true;
-                args::alias_list(value, &mut aliases, errors);
-            }
-            Name::Crate => {
-                if crate_given {
-                    errors.push(args::duplicate_argument(&ident));
-                    return;
-                }
-                crate_given = true;
-                match args::crate_path(value) {
-                    Ok(path) => krate = Some(path),
-                    Err(error) => errors.push(error),
-                }
-            }
+            Name::Using => given.using(value, errors),
+            Name::Crate => given.krate(&ident, value, errors),
         },
     )?;
-    if !using_given {
-        aliases.push(LitStr::new("default", Span::call_site()));
-    }
+    let (aliases, krate) = given.finish();
     Ok(NonAtomicArgs { aliases, krate })
 }
 
@@ -101,36 +83,18 @@ pub(crate) fn non_atomic_requests(args: TokenStream, item: TokenStream) -> Token
         }
     };
 
-    match (errors.into_result(), args, function) {
-        (Ok(()), Some(args), Some(function)) => wrap_body(args, function),
-        (result, ..) => {
-            let mut tokens = result
-                .err()
-                .map(syn::Error::into_compile_error)
-                .unwrap_or_default();
-            tokens.extend(item);
-            tokens
-        }
+    match (args, function) {
+        (Some(args), Some(function)) if errors.is_empty() => wrap_body(args, function),
+        _ => errors.then_item(item),
     }
 }
 
 /// Checks everything about the signature that the expansion relies on. The return type can be
 /// anything: the body's value is passed through unchanged.
 fn check_signature(sig: &Signature, errors: &mut Errors) {
-    if let Some(constness) = &sig.constness {
-        errors.push(syn::Error::new(
-            constness.span,
-            format!("{ATTR} cannot be applied to a `const fn`"),
-        ));
-    }
+    args::reject_const_and_variadic(sig, ATTR, errors);
     if sig.asyncness.is_none() {
         errors.push(syn::Error::new(sig.fn_token.span, NOT_ASYNC));
-    }
-    if let Some(variadic) = &sig.variadic {
-        errors.push(syn::Error::new_spanned(
-            variadic,
-            format!("{ATTR} cannot be applied to a variadic function"),
-        ));
     }
 }
 

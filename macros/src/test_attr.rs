@@ -75,15 +75,10 @@ pub(crate) fn parse(args: TokenStream) -> syn::Result<TestArgs> {
 }
 
 fn parse_args(input: ParseStream<'_>) -> syn::Result<TestArgs> {
-    let mut aliases = Vec::new();
-    let mut using_given = false;
+    let mut given = args::AliasesAndCrate::default();
     let (mut setup, mut setup_given) = (None, false);
-    let (mut krate, mut crate_given) = (None, false);
     args::parse_arguments(input, &TEST, |name, ident, value, errors| match name {
-        Name::Using => {
-            using_given = true;
-            args::alias_list(value, &mut aliases, errors);
-        }
+        Name::Using => given.using(value, errors),
         Name::Setup => {
             if std::mem::replace(&mut setup_given, true) {
                 return errors.push(args::duplicate_argument(&ident));
@@ -93,19 +88,9 @@ fn parse_args(input: ParseStream<'_>) -> syn::Result<TestArgs> {
                 other => errors.push(syn::Error::new_spanned(other, NOT_A_PATH)),
             }
         }
-        Name::Crate => {
-            if std::mem::replace(&mut crate_given, true) {
-                return errors.push(args::duplicate_argument(&ident));
-            }
-            match args::crate_path(value) {
-                Ok(path) => krate = Some(path),
-                Err(error) => errors.push(error),
-            }
-        }
+        Name::Crate => given.krate(&ident, value, errors),
     })?;
-    if !using_given {
-        aliases.push(LitStr::new("default", Span::call_site()));
-    }
+    let (aliases, krate) = given.finish();
     Ok(TestArgs {
         aliases,
         setup,
@@ -139,16 +124,11 @@ pub(crate) fn test(args: TokenStream, item: TokenStream) -> TokenStream {
         .as_ref()
         .map(|function| check(function, &mut errors));
 
-    match (errors.into_result(), args, function, form) {
-        (Ok(()), Some(args), Some(function), Some(form)) => expand(args, function, form),
-        (result, ..) => {
-            let mut tokens = result
-                .err()
-                .map(syn::Error::into_compile_error)
-                .unwrap_or_default();
-            tokens.extend(item);
-            tokens
+    match (args, function, form) {
+        (Some(args), Some(function), Some(form)) if errors.is_empty() => {
+            expand(args, function, form)
         }
+        _ => errors.then_item(item),
     }
 }
 
@@ -198,18 +178,7 @@ fn check(function: &FnItem, errors: &mut Errors) -> Form {
         .iter()
         .filter(|attr| is_test_attribute(attr))
         .collect();
-    if let Some(constness) = &sig.constness {
-        errors.push(syn::Error::new(
-            constness.span,
-            format!("{ATTR} cannot be applied to a `const fn`"),
-        ));
-    }
-    if let Some(variadic) = &sig.variadic {
-        errors.push(syn::Error::new_spanned(
-            variadic,
-            format!("{ATTR} cannot be applied to a variadic function"),
-        ));
-    }
+    args::reject_const_and_variadic(sig, ATTR, errors);
     if sig.asyncness.is_none() {
         // A synchronous function with a test attribute is most likely the output of an async test
         // attribute written above ours (tokio's adds `#[::core::prelude::v1::test]`).

@@ -101,10 +101,9 @@ pub(crate) struct Context {
     pub(crate) request_error: Mutex<Option<Error>>,
     next_block: AtomicU64,
     pub(crate) recorder: Option<Mutex<Vec<RecordedStatement>>>,
-    /// The request's outermost blocks, `(alias index, block id)`: each is entered when the
-    /// alias's context is first created, so a request that never touches an alias costs it
-    /// nothing (see the web layer).
-    /// `deferred[k]` is an alias index whose request block has id `k + 1`.
+    /// The request's outermost blocks: `deferred[k]` is the alias index of the block with id
+    /// `k + 1`. Each is entered when the alias's context is first created, so a request that
+    /// never touches an alias costs it nothing (see the web layer).
     deferred: &'static [usize],
 }
 

@@ -73,6 +73,7 @@ mod layer {
     use crate::config::{AliasEntry, Registry, registry};
     use crate::context::{Context, Frame, lock};
     use crate::error::Error;
+    use crate::hooks::panic_message;
 
     type Predicate = Arc<dyn Fn(StatusCode) -> bool + Send + Sync>;
 
@@ -234,27 +235,14 @@ mod layer {
         // The handler runs in its frame only (one task-local scope to pass at each poll); the
         // exits run in the request's root frame, where no block is open any more.
         let outcome = frame.scope(AssertUnwindSafe(handler).catch_unwind()).await;
-        // A request that touched none of its aliases has nothing to end.
-        if entries
-            .iter()
-            .all(|(_, entry)| ctx.existing_alias(entry.index).is_none())
-            && lock(&ctx.request_error).is_none()
-        {
-            guard.armed = false;
-            return match outcome {
-                Ok(result) => result,
-                Err(panic) => {
-                    tracing::error!(target: "sqlx_atomic", panic = %panic_message(&*panic), "request panicked; answering 500");
-                    Ok(server_error())
-                }
-            };
-        }
         let rollback = match &outcome {
             Ok(Ok(resp)) => predicate(resp.status()),
             Ok(Err(_)) | Err(_) => true,
         } || lock(&ctx.request_error).is_some();
+        // Innermost first, so the aliases commit in the reverse order of `Databases::add`. An
+        // alias the request never touched has no context and nothing to end (an idle request
+        // costs no more than this loop).
         let run = async {
-            // Innermost first, so the aliases commit in the reverse order of `Databases::add`.
             let mut failure = None;
             for (id, entry) in entries.iter().rev() {
                 let Some(actx) = ctx.existing_alias(entry.index) else {
@@ -273,9 +261,9 @@ mod layer {
             }
             failure
         };
-        let ran = AssertUnwindSafe(Frame::root(ctx.clone()).scope(run))
-            .catch_unwind()
-            .await;
+        // The exits (and the hooks they run) run outside the request's frame, as an outermost
+        // block's exit does: no block is open any more.
+        let ran = AssertUnwindSafe(run).catch_unwind().await;
         guard.armed = false;
         let failure = match ran {
             Ok(failure) => failure,
@@ -302,14 +290,6 @@ mod layer {
                 result
             }
         }
-    }
-
-    fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-        panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default()
     }
 
     /// The request's aliases with the ids of their blocks (1, 2, … in registry order).

@@ -288,17 +288,19 @@ where
         match e.try_into_panic() {
             // Re-raised on the test thread, so the harness shows the message (a worker thread's
             // own panic output goes to whichever test first started the runtime).
-            Ok(p) => {
-                let msg = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string panic".into());
-                panic!("{msg}");
-            }
+            Ok(p) => panic!("{}", panic_message(&*p)),
             Err(e) => panic!("test task failed: {e}"),
         }
     }
+}
+
+/// The message of a panic payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic".into())
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);

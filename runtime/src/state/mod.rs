@@ -82,10 +82,10 @@ struct ServerSp {
     closed: bool,
 }
 
-/// Where a query goes.
 /// Control statements to send, in order: a few at most, kept inline.
 pub(crate) type Stmts = SmallVec<[Control; 4]>;
 
+/// Where a query goes.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Route {
     /// Straight to the pool, in autocommit.
