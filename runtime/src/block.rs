@@ -8,7 +8,7 @@ use futures_util::FutureExt;
 use tracing::Instrument;
 
 use crate::config::lookup;
-use crate::context::{AliasCtx, Context, Frame};
+use crate::context::{AliasCtx, Context, Frame, Lease};
 use crate::error::{Error, ErrorKind};
 use crate::hooks::run_hooks;
 use crate::state::{BlockOpts, Control, Outcome};
@@ -135,45 +135,71 @@ impl Atomic {
         F: Future<Output = R>,
         R: AtomicResult,
     {
-        let entry = match lookup(&self.alias) {
+        let Entered {
+            actx,
+            id,
+            depth,
+            frame: body_frame,
+            span,
+        } = match self.enter(&frame) {
             Ok(e) => e,
             Err(e) => return R::__from_error(e),
         };
-        let actx = frame.ctx.alias(entry);
-        let id = frame.ctx.next_block_id();
-        let depth = {
-            let mut st = actx.state();
-            if frame.innermost(entry.index) != st.top_block() {
-                return R::__from_error(actx.err(ErrorKind::ConcurrentBlocks));
-            }
-            if let Err(k) = st.enter(id, self.opts) {
-                return R::__from_error(actx.err(k));
-            }
-            st.depth()
-        };
-        tracing::trace!(target: "sqlx_atomic", alias = %entry.name, depth, "atomic block entered");
         let mut guard = Armed {
             actx: &actx,
             id,
             armed: true,
         };
-        // Not even built when DEBUG is off for every subscriber (the usual production setting).
-        let span = if tracing::level_enabled!(tracing::Level::DEBUG) {
-            tracing::debug_span!(target: "sqlx_atomic", "atomic", alias = %entry.name, depth)
-        } else {
-            tracing::Span::none()
-        };
         let body = AssertUnwindSafe(body).catch_unwind();
-        let frame = frame.child(entry.index, id);
         // A span no subscriber wants is not entered and left at every poll of the body.
-        let outcome = if span.is_disabled() {
-            frame.scope(body).await
-        } else {
-            frame.scope(body.instrument(span)).await
+        let outcome = match span {
+            None => body_frame.scope(body).await,
+            Some(span) => body_frame.scope(body.instrument(span)).await,
         };
         guard.armed = false;
         exit(&actx, id, depth, outcome).await
     }
+
+    /// Enters the block in `frame`'s context: everything before the body runs that does not
+    /// depend on the body's type (one function for all blocks).
+    fn enter(&self, frame: &Frame) -> Result<Entered, Error> {
+        let entry = lookup(&self.alias)?;
+        let actx = frame.ctx.alias(entry);
+        let id = frame.ctx.next_block_id();
+        let depth = {
+            let mut st = actx.state();
+            if frame.innermost(entry.index) != st.top_block() {
+                return Err(actx.err(ErrorKind::ConcurrentBlocks));
+            }
+            st.enter(id, self.opts).map_err(|k| actx.err(k))?;
+            st.depth()
+        };
+        tracing::trace!(target: "sqlx_atomic", alias = %entry.name, depth, "atomic block entered");
+        // Not even built when DEBUG is off for every subscriber (the usual production setting).
+        let span = if tracing::level_enabled!(tracing::Level::DEBUG) {
+            Some(tracing::debug_span!(target: "sqlx_atomic", "atomic", alias = %entry.name, depth))
+                .filter(|s| !s.is_disabled())
+        } else {
+            None
+        };
+        Ok(Entered {
+            frame: frame.child(entry.index, id),
+            actx,
+            id,
+            depth,
+            span,
+        })
+    }
+}
+
+/// A block just entered: its alias context, id and depth, the frame its body runs in, and its
+/// span when some subscriber wants it.
+struct Entered {
+    actx: Arc<AliasCtx>,
+    id: u64,
+    depth: usize,
+    frame: Frame,
+    span: Option<tracing::Span>,
 }
 
 /// Leaves the block in failure if its future is dropped before the body finished (7.1).
@@ -235,6 +261,27 @@ pub(crate) async fn exit<R: AtomicResult>(
     outcome: Result<R, Box<dyn std::any::Any + Send>>,
 ) -> R {
     let body_ok = matches!(&outcome, Ok(r) if r.__is_ok());
+    // All of the block's work is in `end_block`, polled through one function that is not
+    // inlined: its code is compiled once, shared by the blocks of every result type.
+    let mut end = std::pin::pin!(end_block(actx, id, depth, body_ok));
+    let error = std::future::poll_fn(|cx| poll_shared(end.as_mut(), cx)).await;
+    resolve(outcome, error)
+}
+
+/// Polls `fut` out of line, so that a non-generic future awaited from generic ones is compiled
+/// once rather than into each of them.
+#[inline(never)]
+fn poll_shared<F: Future>(
+    fut: std::pin::Pin<&mut F>,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<F::Output> {
+    fut.poll(cx)
+}
+
+/// Leaves block `id` after its body finished (`body_ok`: with `Ok`): sends what the exit owes,
+/// gives the connection back when the transaction ended and runs the committed hooks. Returns
+/// the error the block fails with, if any.
+async fn end_block(actx: &Arc<AliasCtx>, id: u64, depth: usize, body_ok: bool) -> Option<Error> {
     let planned = actx.state().exit(
         id,
         if body_ok {
@@ -245,23 +292,21 @@ pub(crate) async fn exit<R: AtomicResult>(
     );
     let plan = match planned {
         Ok(p) => p,
-        Err(k) => return resolve(outcome, Some(actx.err(k))),
+        Err(k) => return Some(actx.err(k)),
     };
-    let alias = actx.name().clone();
     if !plan.ends_transaction {
-        tracing::trace!(target: "sqlx_atomic", alias = %alias, depth, ok = body_ok, "atomic block left");
-        return resolve(outcome, plan.error.map(|k| actx.err(k)));
+        tracing::trace!(target: "sqlx_atomic", alias = %actx.name(), depth, ok = body_ok, "atomic block left");
+        return plan.error.map(|k| actx.err(k));
     }
-    let mut error = plan.error.map(|k| actx.err(k));
+    let error = plan.error.map(|k| actx.err(k));
     if !plan.stmts.is_empty() || plan.close_connection {
         if actx.slot_streaming() {
-            actx.release_now(true, true);
-            return resolve(outcome, Some(actx.err(ErrorKind::StreamOutlivedBlock)));
+            return Some(stream_outlived_block(actx));
         }
         let mut exit_guard = ExitGuard { actx, armed: true };
         let mut lease = match actx.lease().await {
             Ok(l) => l,
-            Err(e) => return resolve(outcome, Some(e)),
+            Err(e) => return Some(e),
         };
         exit_guard.armed = false;
         let mut close = plan.close_connection;
@@ -270,23 +315,10 @@ pub(crate) async fn exit<R: AtomicResult>(
         {
             if plan.stmts.contains(&Control::Commit) {
                 // 1.7: the commit failed; roll back, or close the connection.
-                if lease.send(&[Control::Rollback]).await.is_err() {
-                    close = true;
-                }
-                tracing::warn!(target: "sqlx_atomic", alias = %alias, error = %e, "COMMIT failed; rolled back");
-                if let Some(mut conn) = lease.take_conn()
-                    && close
-                {
-                    conn.close_on_drop();
-                }
-                return resolve(outcome, Some(e));
+                return Some(commit_failed(lease, e).await);
             }
-            // 1.5: a failed rollback is logged and the connection closed.
-            tracing::error!(target: "sqlx_atomic", alias = %alias, error = %e, "ROLLBACK failed; closing the connection");
+            rollback_failed(actx, &e);
             close = true;
-            if error.is_none() && body_ok && plan.stmts.contains(&Control::Commit) {
-                error = Some(e);
-            }
         }
         if let Some(mut conn) = lease.take_conn()
             && close
@@ -299,16 +331,44 @@ pub(crate) async fn exit<R: AtomicResult>(
         // block only prepared one.
         actx.release_now(false, false);
     }
-    tracing::debug!(target: "sqlx_atomic", alias = %alias, committed = !plan.hooks.is_empty() || (body_ok && error.is_none()), "transaction ended");
+    tracing::debug!(target: "sqlx_atomic", alias = %actx.name(), committed = !plan.hooks.is_empty() || (body_ok && error.is_none()), "transaction ended");
     if error.is_none()
+        && body_ok
         && !plan.hooks.is_empty()
-        && let Ok(r) = &outcome
-        && r.__is_ok()
-        && let Err(e) = run_hooks(&alias, plan.hooks).await
+        && let Err(e) = run_hooks(actx.name(), plan.hooks).await
     {
-        return R::__from_error(e);
+        return Some(e);
     }
-    resolve(outcome, error)
+    error
+}
+
+/// A result stream still held the connection when its transaction ended.
+#[cold]
+#[inline(never)]
+fn stream_outlived_block(actx: &Arc<AliasCtx>) -> Error {
+    actx.release_now(true, true);
+    actx.err(ErrorKind::StreamOutlivedBlock)
+}
+
+/// 1.7: the COMMIT failed: roll back, or close the connection if that fails too.
+#[cold]
+#[inline(never)]
+async fn commit_failed(mut lease: Lease, e: Error) -> Error {
+    let close = lease.send(&[Control::Rollback]).await.is_err();
+    tracing::warn!(target: "sqlx_atomic", alias = %lease.actx.name(), error = %e, "COMMIT failed; rolled back");
+    if let Some(mut conn) = lease.take_conn()
+        && close
+    {
+        conn.close_on_drop();
+    }
+    e
+}
+
+/// 1.5: a failed rollback is logged and the connection closed.
+#[cold]
+#[inline(never)]
+fn rollback_failed(actx: &Arc<AliasCtx>, e: &Error) {
+    tracing::error!(target: "sqlx_atomic", alias = %actx.name(), error = %e, "ROLLBACK failed; closing the connection");
 }
 
 /// The caller's result: a panic resumes, the body's `Err` wins over ours (1.5), and our error
