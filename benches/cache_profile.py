@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Instructions and simulated cache misses per transaction / request, under cachegrind.
+
+    cargo bench --all-features --no-run        # builds the bench binaries
+    python3 benches/cache_profile.py           # every case below (a few minutes)
+    python3 benches/cache_profile.py requests  # only the cases of one bench
+    python3 benches/cache_profile.py --iters 2000
+
+Each case runs the bench's profiling mode (`SQLX_ATOMIC_PROFILE=<case>`) twice under
+`valgrind --tool=cachegrind --cache-sim=yes`: with 0 iterations and with N. The difference
+divided by N is the cost of one iteration, without the start-up. Cachegrind simulates the
+machine's caches (it prints their sizes); the counts are repeatable run to run, whatever else the
+machine is doing, which wall-clock times on a shared machine are not. BENCHMARKS.md (sections 1
+and 4) explains why the L1i column matters more than the instruction count here.
+"""
+
+import argparse
+import pathlib
+import re
+import subprocess
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DEPS = ROOT / "target" / "release" / "deps"
+
+# (bench, case, label)
+CASES = [
+    ("overhead", "one_insert_postgres_sqlx", "one INSERT, PostgreSQL: sqlx begin/commit"),
+    ("overhead", "one_insert_postgres_ours", "one INSERT, PostgreSQL: sqlx-atomic"),
+    ("overhead", "one_insert_sqlite_sqlx", "one INSERT, SQLite: sqlx begin/commit"),
+    ("overhead", "one_insert_sqlite_ours", "one INSERT, SQLite: sqlx-atomic"),
+    ("requests", "hand_written_tx", "request, one INSERT: hand-written transaction"),
+    ("requests", "axum_sqlx_tx", "request, one INSERT: axum-sqlx-tx"),
+    ("requests", "sqlx_atomic_layer", "request, one INSERT: AtomicRequestsLayer"),
+    ("requests", "idle_no_layer", "request, no query: no layer"),
+    ("requests", "idle_sqlx_atomic_layer", "request, no query: AtomicRequestsLayer"),
+]
+
+EVENTS = [(r"I\s+refs", "Instructions"), (r"I1\s+misses", "L1i misses"), (r"D1\s+misses", "L1d misses")]
+
+
+def binary(bench: str) -> pathlib.Path:
+    """The newest bench executable (cargo names it `<bench>-<hash>`)."""
+    found = [p for p in DEPS.glob(f"{bench}-*") if p.is_file() and p.suffix == "" and p.stat().st_mode & 0o111]
+    if not found:
+        sys.exit(f"no bench binary for {bench!r} in {DEPS}: run `cargo bench --all-features --no-run` first")
+    return max(found, key=lambda p: p.stat().st_mtime)
+
+
+def counts(exe: pathlib.Path, case: str, iters: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = pathlib.Path(tmp) / "cachegrind.out"
+        run = subprocess.run(
+            ["valgrind", "--tool=cachegrind", "--cache-sim=yes", f"--cachegrind-out-file={out}", str(exe)],
+            env={"SQLX_ATOMIC_PROFILE": case, "SQLX_ATOMIC_PROFILE_ITERS": str(iters), **_passthrough()},
+            capture_output=True,
+            text=True,
+        )
+    if run.returncode != 0:
+        sys.exit(f"{case}: exit {run.returncode}\n{run.stderr[-2000:]}")
+    got = {}
+    for key, _ in EVENTS:
+        m = re.search(key + r":\s+([\d,]+)", run.stderr)
+        if not m:
+            sys.exit(f"{case}: no {key!r} in cachegrind's summary")
+        got[key] = int(m.group(1).replace(",", ""))
+    return got
+
+
+def _passthrough() -> dict:
+    import os
+
+    keep = ("PATH", "HOME", "SQLX_ATOMIC_BENCH_POSTGRES_URL", "SQLX_ATOMIC_TEST_POSTGRES_URL", "TMPDIR")
+    return {k: v for k, v in os.environ.items() if k in keep}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("benches", nargs="*", help="only the cases of these benches (overhead, requests)")
+    ap.add_argument("--iters", type=int, default=1000, help="iterations measured (default 1000)")
+    args = ap.parse_args()
+    if args.iters <= 0:
+        sys.exit("--iters must be positive")
+    print(f"| Per iteration ({args.iters} minus 0) | " + " | ".join(name for _, name in EVENTS) + " |")
+    print("|---|" + "---:|" * len(EVENTS))
+    for bench, case, label in CASES:
+        if args.benches and bench not in args.benches:
+            continue
+        exe = binary(bench)
+        base, full = counts(exe, case, 0), counts(exe, case, args.iters)
+        cells = [f"{(full[k] - base[k]) / args.iters:,.0f}" for k, _ in EVENTS]
+        print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
