@@ -172,10 +172,7 @@ mod layer {
 
     impl<S, ReqB, ResB> tower_service::Service<Request<ReqB>> for AtomicRequests<S>
     where
-        S: tower_service::Service<Request<ReqB>, Response = Response<ResB>>
-            + Clone
-            + Send
-            + 'static,
+        S: tower_service::Service<Request<ReqB>, Response = Response<ResB>>,
         S::Future: Send + 'static,
         S::Error: Send + 'static,
         ReqB: Send + 'static,
@@ -190,10 +187,10 @@ mod layer {
         }
 
         fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-            let ready = self.inner.clone();
-            let mut inner = std::mem::replace(&mut self.inner, ready);
+            // The handler's future is made here, by the service `poll_ready` readied, so the
+            // service need not be cloned into the request's future.
+            let handler = self.inner.call(req);
             let predicate = self.rollback_if.clone();
-            let handler = inner.call(req);
             // Built in its box: the request's future holds the handler's and is not small.
             crate::backend::boxed(|| handle(handler, predicate))
         }
@@ -239,31 +236,9 @@ mod layer {
             Ok(Ok(resp)) => predicate(resp.status()),
             Ok(Err(_)) | Err(_) => true,
         } || lock(&ctx.request_error).is_some();
-        // Innermost first, so the aliases commit in the reverse order of `Databases::add`. An
-        // alias the request never touched has no context and nothing to end (an idle request
-        // costs no more than this loop).
-        let run = async {
-            let mut failure = None;
-            for (id, entry) in entries.iter().rev() {
-                let Some(actx) = ctx.existing_alias(entry.index) else {
-                    continue;
-                };
-                // After a COMMIT failed, the aliases still open roll back (as an inner block's
-                // error fails the blocks around it); those already committed stay committed.
-                if rollback || failure.is_some() {
-                    // An alias the handler opted out of has no block: nothing to flag.
-                    let _ = actx.state().set_rollback(true);
-                }
-                let ended: Result<(), Error> = exit(&actx, id, 1, Ok(Ok(()))).await;
-                if let Err(e) = ended {
-                    failure.get_or_insert(e);
-                }
-            }
-            failure
-        };
-        // The exits (and the hooks they run) run outside the request's frame, as an outermost
-        // block's exit does: no block is open any more.
-        let ran = AssertUnwindSafe(run).catch_unwind().await;
+        let ran = AssertUnwindSafe(end_request(&ctx, entries, rollback))
+            .catch_unwind()
+            .await;
         guard.armed = false;
         let failure = match ran {
             Ok(failure) => failure,
@@ -290,6 +265,30 @@ mod layer {
                 result
             }
         }
+    }
+
+    /// Ends the request's blocks, innermost first, so that the aliases commit in the reverse order
+    /// of `Databases::add`; returns the first failure. An alias the request never touched has no
+    /// context and nothing to end. The exits (and the hooks they run) run outside the request's
+    /// frame, as an outermost block's exit does: no block is open any more.
+    async fn end_request(ctx: &Arc<Context>, entries: Entries, rollback: bool) -> Option<Error> {
+        let mut failure = None;
+        for (id, entry) in entries.iter().rev() {
+            let Some(actx) = ctx.existing_alias(entry.index) else {
+                continue;
+            };
+            // After a COMMIT failed, the aliases still open roll back (as an inner block's error
+            // fails the blocks around it); those already committed stay committed.
+            if rollback || failure.is_some() {
+                // An alias the handler opted out of has no block: nothing to flag.
+                let _ = actx.state().set_rollback(true);
+            }
+            let ended: Result<(), Error> = exit(&actx, id, 1, Ok(Ok(()))).await;
+            if let Err(e) = ended {
+                failure.get_or_insert(e);
+            }
+        }
+        failure
     }
 
     /// The request's aliases with the ids of their blocks (1, 2, … in registry order).
