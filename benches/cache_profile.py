@@ -9,9 +9,10 @@
 Each case runs the bench's profiling mode (`SQLX_ATOMIC_PROFILE=<case>`) twice under
 `valgrind --tool=cachegrind --cache-sim=yes`: with 0 iterations and with N. The difference
 divided by N is the cost of one iteration, without the start-up. Cachegrind simulates the
-machine's caches (it prints their sizes); the counts are repeatable run to run, whatever else the
-machine is doing, which wall-clock times on a shared machine are not. BENCHMARKS.md (sections 1
-and 4) explains why the L1i column matters more than the instruction count here.
+machine's caches (it prints their sizes). Two runs of one binary on a quiet machine agree within
+1-3 % (how often a future waits for the server still varies a little); other load on the machine
+changes that more, so run it alone. BENCHMARKS.md (sections 1 and 4) explains why the L1i column
+matters more than the instruction count here.
 """
 
 import argparse
