@@ -16,6 +16,7 @@ matters more than the instruction count here.
 """
 
 import argparse
+import os
 import pathlib
 import re
 import subprocess
@@ -70,8 +71,6 @@ def counts(exe: pathlib.Path, case: str, iters: int) -> dict:
 
 
 def _passthrough() -> dict:
-    import os
-
     keep = ("PATH", "HOME", "SQLX_ATOMIC_BENCH_POSTGRES_URL", "SQLX_ATOMIC_TEST_POSTGRES_URL", "TMPDIR")
     return {k: v for k, v in os.environ.items() if k in keep}
 

@@ -9,6 +9,8 @@
 //! `cargo bench --all-features --bench statement_counts` prints a markdown table.
 
 mod common;
+#[path = "../tests/suite/django_programs.rs"]
+mod django_programs;
 
 use sqlx::{Acquire, Postgres, Sqlite, Transaction};
 use sqlx_atomic::{Atomic, Database, Databases, Error, RecordedStatement, Scope, on_commit};
@@ -58,10 +60,6 @@ impl Bk {
     }
 }
 
-fn boom() -> Error {
-    Error::from(sqlx::Error::RowNotFound)
-}
-
 // ---------------------------------------------------------------- sqlx-atomic
 
 fn atomic(b: Bk) -> Atomic {
@@ -105,133 +103,28 @@ async fn recorded<F: Future>(b: Bk, fut: F) -> usize {
     log.iter().filter(|s| s.alias == b.alias()).count()
 }
 
-/// The 14 programs and the 1,000-block loop through sqlx-atomic.
+impl django_programs::Ops for Bk {
+    fn atomic(&self) -> Atomic {
+        atomic(*self)
+    }
+    fn ins(&self) -> impl Future<Output = Result<(), Error>> + Send + '_ {
+        ins(*self)
+    }
+    fn count(&self) -> impl Future<Output = Result<i64, Error>> + Send + '_ {
+        count(*self)
+    }
+    fn on_commit(&self) -> sqlx_atomic::OnCommit {
+        on_commit(|| ()).using(self.alias())
+    }
+}
+
+/// The 14 programs (the behavioural suite's, `tests/suite/django_programs.rs`) and the 1,000-block
+/// loop through sqlx-atomic.
 async fn ours(b: Bk) -> Vec<usize> {
-    let on_commit = |f: fn()| on_commit(f).using(b.alias());
     let mut n = Vec::new();
-    n.push(recorded(b, atomic(b).run(ins(b))).await);
-    n.push(recorded(b, atomic(b).run(async { Ok::<_, Error>(()) })).await);
-    n.push(
-        recorded(
-            b,
-            atomic(b).run(async {
-                ins(b).await?;
-                ins(b).await?;
-                ins(b).await
-            }),
-        )
-        .await,
-    );
-    n.push(
-        recorded(
-            b,
-            atomic(b).run(async {
-                ins(b).await?;
-                atomic(b).run(ins(b)).await
-            }),
-        )
-        .await,
-    );
-    n.push(
-        recorded(
-            b,
-            atomic(b).run(async {
-                ins(b).await?;
-                atomic(b).run(async { Ok::<_, Error>(()) }).await
-            }),
-        )
-        .await,
-    );
-    n.push(
-        recorded(
-            b,
-            atomic(b).run(async { atomic(b).run(atomic(b).run(ins(b))).await }),
-        )
-        .await,
-    );
-    n.push(
-        recorded(
-            b,
-            atomic(b).run(async {
-                ins(b).await?;
-                let _ = atomic(b)
-                    .run(async {
-                        ins(b).await?;
-                        Err::<(), _>(boom())
-                    })
-                    .await;
-                Ok::<_, Error>(())
-            }),
-        )
-        .await,
-    );
-    n.push(
-        recorded(
-            b,
-            atomic(b).run(async {
-                ins(b).await?;
-                atomic(b).savepoint(false).run(ins(b)).await
-            }),
-        )
-        .await,
-    );
-    n.push(
-        recorded(
-            b,
-            atomic(b).run(async {
-                ins(b).await?;
-                let _ = atomic(b)
-                    .savepoint(false)
-                    .run(async {
-                        ins(b).await?;
-                        Err::<(), _>(boom())
-                    })
-                    .await;
-                Ok::<_, Error>(())
-            }),
-        )
-        .await,
-    );
-    n.push(
-        recorded(
-            b,
-            atomic(b).run(async {
-                ins(b).await?;
-                Err::<(), _>(boom())
-            }),
-        )
-        .await,
-    );
-    n.push(
-        recorded(
-            b,
-            atomic(b).run(async {
-                ins(b).await?;
-                on_commit(|| ()).await?;
-                atomic(b)
-                    .run(async {
-                        ins(b).await?;
-                        on_commit(|| ()).await
-                    })
-                    .await
-            }),
-        )
-        .await,
-    );
-    n.push(
-        recorded(
-            b,
-            atomic(b).run(async {
-                for _ in 0..5 {
-                    atomic(b).run(ins(b)).await?;
-                }
-                Ok::<_, Error>(())
-            }),
-        )
-        .await,
-    );
-    n.push(recorded(b, atomic(b).run(async { count(b).await.map(drop) })).await);
-    n.push(recorded(b, ins(b)).await);
+    for program in django_programs::programs(&b) {
+        n.push(recorded(b, program).await);
+    }
     n.push(
         recorded(
             b,

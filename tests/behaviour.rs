@@ -2,6 +2,8 @@
 //! PostgreSQL and MariaDB. Each test names the rule it pins.
 
 mod common;
+#[path = "suite/django_programs.rs"]
+mod django_programs;
 
 macro_rules! backend_suite {
     ($module:ident, $db:ty, $backend:expr) => {

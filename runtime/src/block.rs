@@ -351,8 +351,6 @@ fn stream_outlived_block(actx: &Arc<AliasCtx>) -> Error {
 }
 
 /// 1.7: the COMMIT failed: roll back, or close the connection if that fails too.
-#[cold]
-#[inline(never)]
 async fn commit_failed(mut lease: Lease, e: Error) -> Error {
     let close = lease.send(&[Control::Rollback]).await.is_err();
     tracing::warn!(target: "sqlx_atomic", alias = %lease.actx.name(), error = %e, "COMMIT failed; rolled back");

@@ -793,87 +793,32 @@ t!(rule_7_5_fetch_variants_work_in_and_out_of_blocks, |fx| {
     atomic().run(check()).await.unwrap();
 });
 
-/// The 14 programs of django-statement-counts.md, recorded through the library.
+/// The pieces of the 14 Django programs (`django_programs.rs`) on this backend's alias.
+struct SuiteOps<'a>(&'a Fx);
+
+impl crate::django_programs::Ops for SuiteOps<'_> {
+    fn atomic(&self) -> Atomic {
+        atomic()
+    }
+    fn ins(&self) -> impl Future<Output = Result<(), Error>> + Send + '_ {
+        ins(self.0, 1)
+    }
+    fn count(&self) -> impl Future<Output = Result<i64, Error>> + Send + '_ {
+        count_in_tx(self.0)
+    }
+    fn on_commit(&self) -> sqlx_atomic::OnCommit {
+        on_commit(|| ())
+    }
+}
+
+/// The statements each of the 14 programs of django-statement-counts.md sends, recorded through
+/// the library.
 async fn programs(fx: &Fx) -> Vec<usize> {
     let mut counts = Vec::new();
-    macro_rules! p {
-        ($body:expr) => {{
-            let (r, log) = Scope::new().record_statements().run($body).await;
-            let _ = r;
-            counts.push(log.iter().filter(|s| s.alias == B.alias()).count());
-        }};
+    for program in crate::django_programs::programs(&SuiteOps(fx)) {
+        let (_, log) = Scope::new().record_statements().run(program).await;
+        counts.push(log.iter().filter(|s| s.alias == B.alias()).count());
     }
-    let f = fx;
-    p!(atomic().run(async { ins(f, 1).await }));
-    p!(atomic().run(async { Ok::<_, Error>(()) }));
-    p!(atomic().run(async {
-        ins(f, 1).await?;
-        ins(f, 1).await?;
-        ins(f, 1).await
-    }));
-    p!(atomic().run(async {
-        ins(f, 1).await?;
-        atomic().run(async { ins(f, 1).await }).await
-    }));
-    p!(atomic().run(async {
-        ins(f, 1).await?;
-        atomic().run(async { Ok::<_, Error>(()) }).await
-    }));
-    p!(atomic().run(async {
-        atomic()
-            .run(async { atomic().run(async { ins(f, 1).await }).await })
-            .await
-    }));
-    p!(atomic().run(async {
-        ins(f, 1).await?;
-        let _ = atomic()
-            .run(async {
-                ins(f, 1).await?;
-                Err::<(), _>(boom())
-            })
-            .await;
-        Ok::<_, Error>(())
-    }));
-    p!(atomic().run(async {
-        ins(f, 1).await?;
-        atomic()
-            .savepoint(false)
-            .run(async { ins(f, 1).await })
-            .await
-    }));
-    p!(atomic().run(async {
-        ins(f, 1).await?;
-        let _ = atomic()
-            .savepoint(false)
-            .run(async {
-                ins(f, 1).await?;
-                Err::<(), _>(boom())
-            })
-            .await;
-        Ok::<_, Error>(())
-    }));
-    p!(atomic().run(async {
-        ins(f, 1).await?;
-        Err::<(), _>(boom())
-    }));
-    p!(atomic().run(async {
-        ins(f, 1).await?;
-        on_commit(|| ()).await?;
-        atomic()
-            .run(async {
-                ins(f, 1).await?;
-                on_commit(|| ()).await
-            })
-            .await
-    }));
-    p!(atomic().run(async {
-        for _ in 0..5 {
-            atomic().run(async { ins(f, 1).await }).await?;
-        }
-        Ok::<_, Error>(())
-    }));
-    p!(atomic().run(async { count_in_tx(f).await.map(drop) }));
-    p!(ins(f, 1));
     counts
 }
 
