@@ -36,6 +36,7 @@ CASES = [
     ("requests", "axum_sqlx_tx", "request, one INSERT: axum-sqlx-tx"),
     ("requests", "sqlx_atomic_layer", "request, one INSERT: AtomicRequestsLayer"),
     ("requests", "idle_no_layer", "request, no query: no layer"),
+    ("requests", "idle_identity_layer", "request, no query: a layer that does nothing"),
     ("requests", "idle_sqlx_atomic_layer", "request, no query: AtomicRequestsLayer"),
 ]
 

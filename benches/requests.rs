@@ -89,12 +89,16 @@ static ENV: LazyLock<Env> = LazyLock::new(|| {
             .install()
             .expect("install");
         let (ax_state, ax_layer) = AxTx::setup(pool.clone());
+        // Every app ends in `with_state`, as `axum::serve` does for each connection: a
+        // `Router<()>` called directly (the in-process `oneshot`) would otherwise turn its
+        // handlers into routes, and apply its layers to them, again on every request.
         let apps: Vec<(&'static str, Router, &'static str)> = vec![
             (
                 "sqlx_atomic_layer",
                 Router::new()
                     .route("/insert", get(ours_insert))
-                    .layer(AtomicRequestsLayer::new()),
+                    .layer(AtomicRequestsLayer::new())
+                    .with_state(()),
                 "/insert",
             ),
             (
@@ -116,12 +120,23 @@ static ENV: LazyLock<Env> = LazyLock::new(|| {
                 "idle_sqlx_atomic_layer",
                 Router::new()
                     .route("/idle", get(idle))
-                    .layer(AtomicRequestsLayer::new()),
+                    .layer(AtomicRequestsLayer::new())
+                    .with_state(()),
                 "/idle",
             ),
             (
                 "idle_no_layer",
-                Router::new().route("/idle", get(idle)),
+                Router::new().route("/idle", get(idle)).with_state(()),
+                "/idle",
+            ),
+            // The floor of any layer: one that returns the service it wraps. axum still wraps
+            // the route in its own boxed service, as for every layer.
+            (
+                "idle_identity_layer",
+                Router::new()
+                    .route("/idle", get(idle))
+                    .layer(tower::layer::layer_fn(|s| s))
+                    .with_state(()),
                 "/idle",
             ),
         ];
@@ -277,6 +292,7 @@ fn paired() {
         ("sqlx_atomic_layer", "hand_written_tx", 10),
         ("sqlx_atomic_layer", "axum_sqlx_tx", 10),
         ("idle_sqlx_atomic_layer", "idle_no_layer", 200),
+        ("idle_sqlx_atomic_layer", "idle_identity_layer", 200),
     ];
     // Calibration (`SQLX_ATOMIC_PAIRED_ONLY=calibration`): each side against itself.
     if common::calibrating() {

@@ -200,6 +200,16 @@ fn app(alias: &'static str) -> Router {
                 "ok"
             }),
         )
+        .route(
+            "/hook_only/{code}/{t}/{v}",
+            get(
+                move |Path((code, t, v)): Path<(u16, String, i64)>| async move {
+                    // No query: the request's context is first made here, by the hook.
+                    hook(alias, format!("{t}:{v}")).await;
+                    StatusCode::from_u16(code).unwrap()
+                },
+            ),
+        )
         .route("/idle", get(|| async { "no query" }))
         .layer(AtomicRequestsLayer::new())
 }
@@ -256,6 +266,26 @@ macro_rules! web_suite {
                     assert_eq!(fx.committed().await, [1]);
                     assert_eq!(hooks_of(t), [format!("{t}:1")]);
                     assert_eq!(get_status(addr, "/idle").await, 200);
+                });
+            }
+
+            #[test]
+            fn rule_8_1_a_request_that_only_registers_a_hook() {
+                common::run(B, |fx: Fx| async move {
+                    let addr = serve(B.alias()).await;
+                    let t = &fx.table;
+                    // Its hook runs when the request commits (it sent nothing to commit) and is
+                    // discarded when the response rolls the request back.
+                    assert_eq!(
+                        get_status(addr, &format!("/hook_only/200/{t}/1")).await,
+                        200
+                    );
+                    assert_eq!(
+                        get_status(addr, &format!("/hook_only/500/{t}/2")).await,
+                        500
+                    );
+                    assert_eq!(hooks_of(t), [format!("{t}:1")]);
+                    assert_eq!(fx.committed().await, Vec::<i64>::new());
                 });
             }
 

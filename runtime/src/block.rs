@@ -164,8 +164,8 @@ impl Atomic {
     /// depend on the body's type (one function for all blocks).
     fn enter(&self, frame: &Frame) -> Result<Entered, Error> {
         let entry = lookup(&self.alias)?;
-        let actx = frame.ctx.alias(entry);
-        let id = frame.ctx.next_block_id();
+        let actx = frame.ctx().alias(entry);
+        let id = frame.ctx().next_block_id();
         let depth = {
             let mut st = actx.state();
             if frame.innermost(entry.index) != st.top_block() {

@@ -17,10 +17,23 @@ tokio::task_local! {
 ///
 /// Each block runs its body with a frame one link longer, so two branches of one `join!` see
 /// different chains; that is how concurrent blocks of one alias in one task are detected (7.4).
-#[derive(Clone)]
+///
+/// A request's frame (see the web layer) creates its context only when the handler first needs
+/// it, so a request that never touches a database allocates nothing for it; its deferred
+/// outermost blocks are found below the chain, without a link of their own.
 pub(crate) struct Frame {
-    pub(crate) ctx: Arc<Context>,
+    /// Empty only in a request's root frame that nothing has used yet.
+    ctx: OnceLock<Arc<Context>>,
     chain: Option<Arc<Link>>,
+}
+
+impl Clone for Frame {
+    fn clone(&self) -> Self {
+        Frame {
+            ctx: OnceLock::from(self.ctx().clone()),
+            chain: self.chain.clone(),
+        }
+    }
 }
 
 struct Link {
@@ -32,7 +45,33 @@ struct Link {
 
 impl Frame {
     pub(crate) fn root(ctx: Arc<Context>) -> Self {
-        Frame { ctx, chain: None }
+        Frame {
+            ctx: OnceLock::from(ctx),
+            chain: None,
+        }
+    }
+
+    /// The root frame of a request: its context, created on first use, has a deferred outermost
+    /// block on each alias configured with `atomic_requests(true)`.
+    #[cfg(feature = "tower")]
+    pub(crate) fn request() -> Self {
+        Frame {
+            ctx: OnceLock::new(),
+            chain: None,
+        }
+    }
+
+    /// The task's context, created on first use for a request's frame.
+    pub(crate) fn ctx(&self) -> &Arc<Context> {
+        self.ctx.get_or_init(|| {
+            Context::for_request(crate::config::registry().map_or(&[], |r| &r.request_aliases))
+        })
+    }
+
+    /// The context, if it was ever created (a request's frame that nothing used has none).
+    #[cfg(feature = "tower")]
+    pub(crate) fn into_ctx(self) -> Option<Arc<Context>> {
+        self.ctx.into_inner()
     }
 
     /// The frame a block's body runs in.
@@ -47,7 +86,7 @@ impl Frame {
 
     fn link(&self, alias: usize, block: Option<u64>) -> Frame {
         Frame {
-            ctx: self.ctx.clone(),
+            ctx: OnceLock::from(self.ctx().clone()),
             chain: Some(Arc::new(Link {
                 alias,
                 block,
@@ -65,7 +104,12 @@ impl Frame {
             }
             link = l.parent.as_deref();
         }
-        None
+        // Below the chain: the request's deferred block on the alias, if any.
+        self.ctx()
+            .deferred
+            .iter()
+            .position(|&i| i == alias)
+            .map(|k| k as u64 + 1)
     }
 
     pub(crate) fn current() -> Option<Frame> {
@@ -77,8 +121,12 @@ impl Frame {
         FRAME.try_with(f).ok()
     }
 
-    pub(crate) async fn scope<F: Future>(self, fut: F) -> F::Output {
-        FRAME.scope(self, fut).await
+    /// `fut` running in this frame (a nameable future: no `async fn` layer around tokio's).
+    pub(crate) fn scope<F: Future>(
+        self,
+        fut: F,
+    ) -> tokio::task::futures::TaskLocalFuture<Frame, F> {
+        FRAME.scope(self, fut)
     }
 }
 
@@ -105,6 +153,24 @@ pub(crate) struct Context {
     /// `k + 1`. Each is entered when the alias's context is first created, so a request that
     /// never touches an alias costs it nothing (see the web layer).
     deferred: &'static [usize],
+    /// The request's blocks were ended (the web layer's exits ran to the end).
+    request_ended: AtomicBool,
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // A request's context dropped before its exits ran: the request's future was dropped
+        // (7.1). Its blocks are left in failure, innermost first; a transaction's connection is
+        // rolled back or closed in the background.
+        if self.deferred.is_empty() || *self.request_ended.get_mut() {
+            return;
+        }
+        for (k, &index) in self.deferred.iter().enumerate().rev() {
+            if let Some(actx) = self.existing_alias(index) {
+                crate::block::cancel_block(&actx, k as u64 + 1);
+            }
+        }
+    }
 }
 
 impl Context {
@@ -128,7 +194,14 @@ impl Context {
             next_block: AtomicU64::new(deferred.len() as u64 + 1),
             recorder: record.then(|| Mutex::new(Vec::new())),
             deferred,
+            request_ended: AtomicBool::new(false),
         })
+    }
+
+    /// The request's blocks were ended: nothing is left to cancel when the context is dropped.
+    #[cfg(feature = "tower")]
+    pub(crate) fn request_ended(&self) {
+        self.request_ended.store(true, Ordering::Relaxed);
     }
 
     /// The alias's context if this task has created it, without creating it.

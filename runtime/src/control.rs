@@ -56,7 +56,7 @@ impl Alias {
     /// This alias's context in the current task, if the task has one.
     fn ctx(&self) -> Result<Option<Arc<AliasCtx>>, Error> {
         let entry = lookup(&self.name)?;
-        Ok(Frame::current().map(|f| f.ctx.alias(entry)))
+        Ok(Frame::current().map(|f| f.ctx().alias(entry)))
     }
 
     fn ctx_for(&self, op: &'static str) -> Result<Arc<AliasCtx>, Error> {

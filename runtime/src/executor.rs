@@ -117,7 +117,7 @@ async fn target<DB: Backend>(alias: &str) -> Result<(Target<DB>, Option<Arc<Alia
     // The alias's context and the innermost block of this alias the query runs in (fixed for
     // the frame), read without cloning the frame.
     let current =
-        Frame::with_current(|frame| (frame.ctx.alias(entry), frame.innermost(entry.index)));
+        Frame::with_current(|frame| (frame.ctx().alias(entry), frame.innermost(entry.index)));
     let Some((actx, innermost)) = current else {
         if !entry.db.autocommit {
             return Err(Error::at(

@@ -292,7 +292,7 @@ impl OnCommit {
         let entry = lookup(&self.alias)?;
         let mut hook = Some(self.hook);
         let registered = Frame::with_current(|frame| {
-            frame.ctx.with_alias(entry, |actx| {
+            frame.ctx().with_alias(entry, |actx| {
                 let Some(h) = hook.take() else {
                     unreachable!("the hook is taken once")
                 };

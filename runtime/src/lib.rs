@@ -40,7 +40,7 @@ pub use hooks::{
 };
 
 #[cfg(feature = "tower")]
-pub use requests::{AtomicRequests, AtomicRequestsLayer};
+pub use requests::{AtomicRequests, AtomicRequestsFuture, AtomicRequestsLayer};
 
 #[doc(hidden)]
 pub mod __private {

@@ -26,7 +26,7 @@ pub fn __non_atomic_requests<F: Future>(
             Ok(child) => child.scope(body).await,
             Err(e) => {
                 tracing::error!(target: "sqlx_atomic", error = %e, "non_atomic_requests failed");
-                *lock(&frame.ctx.request_error) = Some(e);
+                *lock(&frame.ctx().request_error) = Some(e);
                 body.await
             }
         }
@@ -38,7 +38,7 @@ fn opt_out(frame: &Frame, aliases: &[&'static str]) -> Result<Frame, Error> {
     let mut targets = Vec::new();
     for alias in aliases {
         let entry = lookup(alias)?;
-        let actx = frame.ctx.alias(entry);
+        let actx = frame.ctx().alias(entry);
         targets.push((entry.index, actx, frame.innermost(entry.index)));
     }
     for (_, actx, block) in &targets {
@@ -57,7 +57,7 @@ fn opt_out(frame: &Frame, aliases: &[&'static str]) -> Result<Frame, Error> {
 }
 
 #[cfg(feature = "tower")]
-pub use layer::{AtomicRequests, AtomicRequestsLayer};
+pub use layer::{AtomicRequests, AtomicRequestsFuture, AtomicRequestsLayer};
 
 #[cfg(feature = "tower")]
 mod layer {
@@ -67,15 +67,32 @@ mod layer {
     use std::task::{Context as TaskContext, Poll};
 
     use futures_util::FutureExt;
+    use futures_util::future::CatchUnwind;
     use http::{Request, Response, StatusCode};
+    use tokio::task::futures::TaskLocalFuture;
 
-    use crate::block::{cancel_block, exit};
+    use crate::block::exit;
     use crate::config::{AliasEntry, Registry, registry};
     use crate::context::{Context, Frame, lock};
     use crate::error::Error;
     use crate::hooks::panic_message;
 
-    type Predicate = Arc<dyn Fn(StatusCode) -> bool + Send + Sync>;
+    /// When a response rolls the request back. The default is a plain value, so that a request
+    /// does not touch a reference count for it.
+    #[derive(Clone)]
+    enum Predicate {
+        ErrorStatus,
+        Custom(Arc<dyn Fn(StatusCode) -> bool + Send + Sync>),
+    }
+
+    impl Predicate {
+        fn rolls_back(&self, status: StatusCode) -> bool {
+            match self {
+                Predicate::ErrorStatus => status.is_client_error() || status.is_server_error(),
+                Predicate::Custom(f) => f(status),
+            }
+        }
+    }
 
     /// A tower [`Layer`](tower_layer::Layer) that runs each request in its own task context and,
     /// for every alias configured with [`atomic_requests(true)`](crate::Database::atomic_requests),
@@ -129,7 +146,7 @@ mod layer {
         /// The layer, rolling back on every 4xx and 5xx response.
         pub fn new() -> Self {
             AtomicRequestsLayer {
-                rollback_if: Arc::new(|s: StatusCode| s.is_client_error() || s.is_server_error()),
+                rollback_if: Predicate::ErrorStatus,
             }
         }
 
@@ -138,7 +155,7 @@ mod layer {
             mut self,
             predicate: impl Fn(StatusCode) -> bool + Send + Sync + 'static,
         ) -> Self {
-            self.rollback_if = Arc::new(predicate);
+            self.rollback_if = Predicate::Custom(Arc::new(predicate));
             self
         }
     }
@@ -170,6 +187,9 @@ mod layer {
 
     type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+    /// What a panic leaves: its payload.
+    type Panic = Box<dyn std::any::Any + Send>;
+
     impl<S, ReqB, ResB> tower_service::Service<Request<ReqB>> for AtomicRequests<S>
     where
         S: tower_service::Service<Request<ReqB>, Response = Response<ResB>>,
@@ -180,7 +200,7 @@ mod layer {
     {
         type Response = Response<ResB>;
         type Error = S::Error;
-        type Future = BoxFuture<Result<Response<ResB>, S::Error>>;
+        type Future = AtomicRequestsFuture<S::Future>;
 
         fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
             self.inner.poll_ready(cx)
@@ -190,9 +210,100 @@ mod layer {
             // The handler's future is made here, by the service `poll_ready` readied, so the
             // service need not be cloned into the request's future.
             let handler = self.inner.call(req);
-            let predicate = self.rollback_if.clone();
-            // Built in its box: the request's future holds the handler's and is not small.
-            crate::backend::boxed(|| handle(handler, predicate))
+            let state = match registry() {
+                // The request's context is made only if the handler needs it (see `Frame`).
+                Ok(registry) => State::Handler {
+                    handler: Frame::request().scope(AssertUnwindSafe(handler).catch_unwind()),
+                    entries: Entries {
+                        registry,
+                        aliases: &registry.request_aliases,
+                    },
+                    predicate: self.rollback_if.clone(),
+                },
+                Err(e) => {
+                    tracing::error!(target: "sqlx_atomic", error = %e, "AtomicRequestsLayer: no databases");
+                    State::NoDatabases
+                }
+            };
+            AtomicRequestsFuture { state }
+        }
+    }
+
+    pin_project_lite::pin_project! {
+        /// The future of one request under [`AtomicRequests`]: the handler, in the request's
+        /// task context, then (only if the handler used a database) the request's exits.
+        pub struct AtomicRequestsFuture<F: Future> {
+            #[pin]
+            state: State<F>,
+        }
+    }
+
+    impl<F: Future> std::fmt::Debug for AtomicRequestsFuture<F> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("AtomicRequestsFuture")
+                .finish_non_exhaustive()
+        }
+    }
+
+    pin_project_lite::pin_project! {
+        #[project = StateProj]
+        enum State<F: Future> {
+            Handler {
+                #[pin]
+                handler: TaskLocalFuture<Frame, CatchUnwind<AssertUnwindSafe<F>>>,
+                entries: Entries,
+                predicate: Predicate,
+            },
+            /// The request's exits, boxed: a request that reaches them waited on a database.
+            Ending { ending: BoxFuture<F::Output> },
+            NoDatabases,
+            Done,
+        }
+    }
+
+    impl<F, B, E> Future for AtomicRequestsFuture<F>
+    where
+        F: Future<Output = Result<Response<B>, E>> + Send + 'static,
+        B: Default + Send + 'static,
+        E: Send + 'static,
+    {
+        type Output = F::Output;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+            let mut state = self.project().state;
+            loop {
+                match state.as_mut().project() {
+                    StateProj::Handler {
+                        mut handler,
+                        entries,
+                        predicate,
+                    } => {
+                        let outcome = std::task::ready!(handler.as_mut().poll(cx));
+                        let Some(ctx) = handler.take_value().and_then(Frame::into_ctx) else {
+                            // The handler touched no database (nor any block, hook or flag).
+                            state.set(State::Done);
+                            return Poll::Ready(untouched(outcome));
+                        };
+                        let (entries, predicate) = (
+                            *entries,
+                            std::mem::replace(predicate, Predicate::ErrorStatus),
+                        );
+                        let ending =
+                            crate::backend::boxed(|| finish(ctx, entries, predicate, outcome));
+                        state.set(State::Ending { ending });
+                    }
+                    StateProj::Ending { ending } => {
+                        let out = std::task::ready!(ending.as_mut().poll(cx));
+                        state.set(State::Done);
+                        return Poll::Ready(out);
+                    }
+                    StateProj::NoDatabases => {
+                        state.set(State::Done);
+                        return Poll::Ready(Ok(server_error()));
+                    }
+                    StateProj::Done => panic!("AtomicRequestsFuture polled after completion"),
+                }
+            }
         }
     }
 
@@ -202,44 +313,34 @@ mod layer {
         r
     }
 
-    async fn handle<F, B, E>(handler: F, predicate: Predicate) -> Result<Response<B>, E>
-    where
-        F: Future<Output = Result<Response<B>, E>> + Send + 'static,
-        B: Default + Send + 'static,
-        E: Send + 'static,
-    {
-        let (registry, aliases) = match registry() {
-            Ok(r) => (r, &*r.request_aliases),
-            Err(e) => {
-                tracing::error!(target: "sqlx_atomic", error = %e, "AtomicRequestsLayer: no databases");
-                return Ok(server_error());
-            }
-        };
-        let entries = Entries { registry, aliases };
-        // One deferred outermost block per alias, the first outermost: it begins (lazily, as any
-        // block) only if the request touches the alias, so an alias the request never uses costs
-        // it nothing.
-        let ctx = Context::for_request(aliases);
-        let mut frame = Frame::root(ctx.clone());
-        for (id, entry) in entries.iter() {
-            frame = frame.child(entry.index, id);
-        }
-        let mut guard = RequestGuard {
-            ctx: &ctx,
-            entries,
-            armed: true,
-        };
-        // The handler runs in its frame only (one task-local scope to pass at each poll); the
-        // exits run in the request's root frame, where no block is open any more.
-        let outcome = frame.scope(AssertUnwindSafe(handler).catch_unwind()).await;
+    /// The answer of a request whose handler never created its context: nothing to end.
+    fn untouched<B: Default, E>(
+        outcome: Result<Result<Response<B>, E>, Panic>,
+    ) -> Result<Response<B>, E> {
+        outcome.unwrap_or_else(|panic| {
+            tracing::error!(target: "sqlx_atomic", panic = %panic_message(&*panic), "request panicked; answering 500");
+            Ok(server_error())
+        })
+    }
+
+    /// After the handler: ends the request's blocks (commit or rollback, then the hooks) and
+    /// turns a failure into a 500.
+    async fn finish<B: Default, E>(
+        ctx: Arc<Context>,
+        entries: Entries,
+        predicate: Predicate,
+        outcome: Result<Result<Response<B>, E>, Panic>,
+    ) -> Result<Response<B>, E> {
         let rollback = match &outcome {
-            Ok(Ok(resp)) => predicate(resp.status()),
+            Ok(Ok(resp)) => predicate.rolls_back(resp.status()),
             Ok(Err(_)) | Err(_) => true,
         } || lock(&ctx.request_error).is_some();
         let ran = AssertUnwindSafe(end_request(&ctx, entries, rollback))
             .catch_unwind()
             .await;
-        guard.armed = false;
+        // Dropped before this point (the request's future was), the context cancels the
+        // request's blocks itself.
+        ctx.request_ended();
         let failure = match ran {
             Ok(failure) => failure,
             // A hook panicked (the handler's own panic is caught above).
@@ -308,26 +409,6 @@ mod layer {
                 .iter()
                 .enumerate()
                 .map(move |(k, &i)| (k as u64 + 1, &registry.entries[i]))
-        }
-    }
-
-    /// Leaves the request's blocks in failure if the request's future is dropped (7.1).
-    struct RequestGuard<'a> {
-        ctx: &'a Arc<Context>,
-        entries: Entries,
-        armed: bool,
-    }
-
-    impl Drop for RequestGuard<'_> {
-        fn drop(&mut self) {
-            if !self.armed {
-                return;
-            }
-            for (id, entry) in self.entries.iter().rev() {
-                if let Some(actx) = self.ctx.existing_alias(entry.index) {
-                    cancel_block(&actx, id);
-                }
-            }
         }
     }
 }

@@ -307,7 +307,7 @@ pub async fn capture_on_commit<F: Future>(
     body: F,
 ) -> (F::Output, Captured) {
     let in_block = match (Frame::current(), lookup(alias)) {
-        (Some(frame), Ok(entry)) => frame.ctx.alias(entry).state().in_block(),
+        (Some(frame), Ok(entry)) => frame.ctx().alias(entry).state().in_block(),
         _ => false,
     };
     if in_block {
@@ -323,7 +323,7 @@ async fn capture_in_block<F: Future>(
     body: F,
 ) -> (F::Output, Captured) {
     let actx = match (Frame::current(), lookup(alias)) {
-        (Some(frame), Ok(entry)) => frame.ctx.alias(entry),
+        (Some(frame), Ok(entry)) => frame.ctx().alias(entry),
         _ => return (body.await, Captured::default()),
     };
     let mark = actx.state().hooks_len();
