@@ -19,7 +19,7 @@ use futures::future::BoxFuture;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Connection, Executor};
-use sqlx_atomic::{Atomic, Database, Databases, Error, on_commit};
+use sqlx_atomic::{Atomic, Databases, Error, on_commit};
 
 const SQ: &str = "sqlite";
 const PG: &str = "pg";
@@ -63,8 +63,8 @@ static ENV: LazyLock<Env> = LazyLock::new(|| {
         common::sqlite_table(&sqlite, "bench_overhead").await;
         common::pg_table(&pg, "bench_overhead").await;
         Databases::new()
-            .add(SQ, Database::from_pool(sqlite.clone()))
-            .add(PG, Database::from_pool(pg.clone()))
+            .add(SQ, common::database(sqlite.clone()))
+            .add(PG, common::database(pg.clone()))
             .install()
             .expect("install");
         (sqlite, pg)

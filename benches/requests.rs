@@ -24,7 +24,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tower::ServiceExt;
 
-use sqlx_atomic::{AtomicRequestsLayer, Database, Databases};
+use sqlx_atomic::{AtomicRequestsLayer, Databases};
 
 const PG: &str = "pg";
 const INSERT: &str = "INSERT INTO bench_requests (v) VALUES ($1)";
@@ -85,7 +85,7 @@ static ENV: LazyLock<Env> = LazyLock::new(|| {
         let pool = common::pg_pool(POOL).await;
         common::pg_table(&pool, "bench_requests").await;
         Databases::new()
-            .add(PG, Database::from_pool(pool.clone()).atomic_requests(true))
+            .add(PG, common::database(pool.clone()).atomic_requests(true))
             .install()
             .expect("install");
         let (ax_state, ax_layer) = AxTx::setup(pool.clone());

@@ -16,7 +16,7 @@ use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use sqlx::postgres::PgPool;
-use sqlx_atomic::{Atomic, Database, Databases, Error};
+use sqlx_atomic::{Atomic, Databases, Error};
 
 const PG: &str = "pg";
 const INSERT: &str = "INSERT INTO bench_scale (v) VALUES ($1)";
@@ -33,7 +33,7 @@ static ENV: LazyLock<Env> = LazyLock::new(|| {
         let pool = common::pg_pool(POOL).await;
         common::pg_table(&pool, "bench_scale").await;
         Databases::new()
-            .add(PG, Database::from_pool(pool.clone()))
+            .add(PG, common::database(pool.clone()))
             .install()
             .expect("install");
         pool

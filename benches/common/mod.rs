@@ -68,6 +68,15 @@ pub async fn pg_pool(max: u32) -> PgPool {
         })
 }
 
+/// The bench's database over `pool`, the pool the plain-sqlx side uses too. As for any
+/// `Database::from_pool`, a transaction takes its connection with the pool's own checks (with
+/// sqlx's defaults, a ping); `SQLX_ATOMIC_BENCH_TEST_WITH_BEGIN=1` turns on `test_with_begin`
+/// (the default of the pools sqlx-atomic builds), where the BEGIN is the test instead.
+pub fn database<DB: sqlx_atomic::Backend>(pool: sqlx::Pool<DB>) -> sqlx_atomic::Database {
+    let on = env_number("SQLX_ATOMIC_BENCH_TEST_WITH_BEGIN", 0u8) == 1;
+    sqlx_atomic::Database::from_pool(pool).test_with_begin(on)
+}
+
 /// The number in the environment variable `name`, or `default`.
 pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

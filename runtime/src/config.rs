@@ -25,6 +25,7 @@ pub struct Database {
     pub(crate) atomic_requests: bool,
     pub(crate) autocommit: bool,
     pub(crate) begin: Option<String>,
+    pub(crate) test_with_begin: bool,
     display: String,
 }
 
@@ -74,11 +75,16 @@ impl Database {
             atomic_requests: false,
             autocommit: true,
             begin: None,
+            test_with_begin: true,
             display,
         })
     }
 
     /// Configures a database from an existing sqlx pool.
+    ///
+    /// The pool's own checks run on every connection it hands out, so
+    /// [`test_with_begin`](Self::test_with_begin) is off: turn it on if the pool has no
+    /// `before_acquire` hook.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -92,6 +98,7 @@ impl Database {
             atomic_requests: false,
             autocommit: true,
             begin: None,
+            test_with_begin: false,
             display: format!("{} pool", DB::BACKEND_NAME),
         }
     }
@@ -110,6 +117,32 @@ impl Database {
         self
     }
 
+    /// Let a transaction's BEGIN test the idle connection it runs on, instead of a separate ping.
+    ///
+    /// With sqlx's default `test_before_acquire(true)`, every connection taken from the pool
+    /// costs a round trip (a ping) before the transaction's BEGIN. With this option a transaction
+    /// takes an idle connection without the ping, and its BEGIN is the test: if the BEGIN fails
+    /// because the connection is gone (an I/O error, or the server's "connection ended" errors,
+    /// SQLSTATE classes 08 and 57P and MySQL's 70100), that connection is closed and the BEGIN is
+    /// sent again on a connection acquired the usual way (pinged). Nothing was sent on the dead
+    /// connection but the BEGIN, so the retry is safe, and the block never sees the failure.
+    ///
+    /// Connections taken this way skip the pool's `before_acquire` hook, which sqlx-atomic cannot
+    /// see; so the option is on for the pools it builds ([`connect_lazy`](Self::connect_lazy),
+    /// [`Databases::from_env`]) and off for [`from_pool`](Self::from_pool) unless turned on.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
+    /// // This pool has no `before_acquire` hook: its transactions may skip the ping.
+    /// let db = sqlx_atomic::Database::from_pool(pool).test_with_begin(true);
+    /// # let _ = db; }
+    /// ```
+    pub fn test_with_begin(mut self, on: bool) -> Self {
+        self.test_with_begin = on;
+        self
+    }
+
     /// The statement that opens a transaction, instead of `BEGIN`; for SQLite, for example,
     /// `"BEGIN IMMEDIATE"` takes the write lock at once and avoids `SQLITE_BUSY` on upgrade.
     pub fn begin_statement(mut self, statement: &str) -> Self {
@@ -125,6 +158,7 @@ impl fmt::Debug for Database {
             .field("backend", &self.pool.kind().name())
             .field("atomic_requests", &self.atomic_requests)
             .field("autocommit", &self.autocommit)
+            .field("test_with_begin", &self.test_with_begin)
             .finish()
     }
 }

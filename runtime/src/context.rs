@@ -263,6 +263,7 @@ impl Context {
             slot: Arc::new(tokio::sync::Mutex::new(None)),
             streaming: AtomicBool::new(false),
             revoked: AtomicBool::new(false),
+            untested: AtomicBool::new(false),
         })
     }
 
@@ -291,6 +292,9 @@ pub(crate) struct AliasCtx {
     streaming: AtomicBool,
     /// The transaction the slot's connection was in is gone: close it when its holder lets go.
     revoked: AtomicBool,
+    /// The slot's connection was taken idle without the pool's test: the first control
+    /// statement sent on it is the test (see `Database::test_with_begin`).
+    untested: AtomicBool,
 }
 
 impl AliasCtx {
@@ -395,20 +399,50 @@ impl Lease {
             .store(phase == Phase::Stream, Ordering::Release);
     }
 
-    /// Makes sure the slot holds a connection, taking one from the pool.
+    /// Makes sure the slot holds a connection, taking one from the pool: an idle one at once
+    /// when the first statement sent on it tests it (`Database::test_with_begin`).
     pub(crate) async fn ensure_conn(&mut self) -> Result<(), Error> {
         if self.guard.is_none() {
-            let conn = self
-                .actx
-                .entry
-                .db
-                .pool
-                .acquire()
-                .await
-                .map_err(|e| Error::from(e).with_alias(self.actx.name()))?;
-            *self.guard = Some(conn);
+            let db = &self.actx.entry.db;
+            if db.test_with_begin
+                && let Some(conn) = db.pool.try_acquire()
+            {
+                *self.guard = Some(conn);
+                self.actx.untested.store(true, Ordering::Relaxed);
+                return Ok(());
+            }
+            self.acquire().await?;
         }
         Ok(())
+    }
+
+    /// Takes a connection from the pool, with the pool's checks.
+    async fn acquire(&mut self) -> Result<(), Error> {
+        let conn = self
+            .actx
+            .entry
+            .db
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| Error::from(e).with_alias(self.actx.name()))?;
+        *self.guard = Some(conn);
+        self.actx.untested.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The first control statement on an untested connection failed with `e`: if the connection
+    /// is gone, close it and take another with the pool's checks (the caller sends the statement
+    /// again); otherwise `e` stands.
+    async fn replace_dead(&mut self, e: sqlx::Error) -> Result<(), Error> {
+        if !crate::backend::connection_gone(&e) {
+            return Err(Error::from(e).with_alias(self.actx.name()));
+        }
+        tracing::debug!(target: "sqlx_atomic", alias = %self.actx.entry.name, error = %e, "an idle connection failed its first statement; retrying on another connection");
+        if let Some(mut dead) = self.guard.take() {
+            dead.close_on_drop();
+        }
+        self.acquire().await
     }
 
     pub(crate) fn has_conn(&self) -> bool {
@@ -448,7 +482,23 @@ impl Lease {
                 self.actx.record(&text.to_string());
             }
             let conn = self.guard.as_mut().expect("ensured above");
-            if let Err(e) = conn.control(stmt, begin).await {
+            let mut sent = conn.control(stmt, begin).await;
+            if self.actx.untested.swap(false, Ordering::Relaxed)
+                && let Err(e) = sent
+            {
+                // The connection was taken idle without a ping: this statement was its test.
+                sent = match self.replace_dead(e).await {
+                    Ok(()) => {
+                        let conn = self.guard.as_mut().expect("replaced above");
+                        conn.control(stmt, begin).await
+                    }
+                    Err(e) => {
+                        self.set_phase(Phase::Idle);
+                        return Err(e);
+                    }
+                };
+            }
+            if let Err(e) = sent {
                 self.set_phase(Phase::Idle);
                 return Err(Error::from(e).with_alias(self.actx.name()));
             }

@@ -135,9 +135,11 @@ pub async fn sqlite_db(name: &str, max: u32) -> Database {
         .max_connections(max)
         .connect_lazy_with(opts);
     // Writers take the lock at BEGIN, so parallel tests queue instead of failing with BUSY_SNAPSHOT.
+    // As for the pools sqlx-atomic builds, a transaction's BEGIN tests its idle connection.
     Database::from_pool(pool)
         .begin_statement("BEGIN IMMEDIATE")
         .atomic_requests(name == "main")
+        .test_with_begin(true)
 }
 
 /// Whether a connection to `url` opens within 5 s.
@@ -204,7 +206,8 @@ pub async fn configure() -> (Databases, Vec<Backend>) {
         if let Some(url) = server_url(b).await {
             dbs = dbs
                 .add(b.alias(), server_db(b, &url, 16).atomic_requests(true))
-                .add(b.single(), server_db(b, &url, 1))
+                // One alias per server keeps sqlx's own test (a ping) on each acquire.
+                .add(b.single(), server_db(b, &url, 1).test_with_begin(false))
                 .add(format!("{}_count", b.alias()), server_db(b, &url, 1))
                 .add(format!("{}10", b.alias()), server_db(b, &url, 10))
                 .add(format!("{}_faults", b.alias()), server_db(b, &url, 4));
@@ -238,9 +241,10 @@ pub async fn server_url(b: Backend) -> Option<String> {
     None
 }
 
-/// A pool of `max` connections to the server of `b` at `url`, connecting on first use.
+/// A pool of `max` connections to the server of `b` at `url`, connecting on first use; as for the
+/// pools sqlx-atomic builds, a transaction's BEGIN tests its idle connection.
 pub fn server_db(b: Backend, url: &str, max: u32) -> Database {
-    match b {
+    let db = match b {
         Backend::Postgres => Database::from_pool(
             sqlx::postgres::PgPoolOptions::new()
                 .max_connections(max)
@@ -254,7 +258,8 @@ pub fn server_db(b: Backend, url: &str, max: u32) -> Database {
                 .expect("mysql url"),
         ),
         Backend::Sqlite => panic!("server_db is for PostgreSQL and MariaDB"),
-    }
+    };
+    db.test_with_begin(true)
 }
 
 /// Runs a test body on a backend, or skips it (loudly, once) when its server is not available.
