@@ -72,7 +72,7 @@ def counts(exe: pathlib.Path, case: str, iters: int) -> dict:
 
 
 def _passthrough() -> dict:
-    keep = ("PATH", "HOME", "SQLX_ATOMIC_BENCH_POSTGRES_URL", "SQLX_ATOMIC_TEST_POSTGRES_URL", "TMPDIR")
+    keep = ("PATH", "HOME", "SQLX_ATOMIC_BENCH_POSTGRES_URL", "SQLX_ATOMIC_TEST_POSTGRES_URL", "TMPDIR", "SQLX_ATOMIC_BENCH_TEST_WITH_BEGIN")
     return {k: v for k, v in os.environ.items() if k in keep}
 
 
