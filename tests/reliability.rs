@@ -391,7 +391,7 @@ mod faults {
     /// failed BEGIN is sent again on a fresh connection, and the block never sees it.
     fn a_dead_idle_connection_is_replaced_at_its_begin(b: Backend) {
         common::run(b, move |fx: Fx| async move {
-            let alias = b.faults();
+            let alias = b.idle_faults();
             let ins = |v: i64| AssertSqlSafe(format!("INSERT INTO {} (v) VALUES ({v})", fx.table));
             for round in 0..3i64 {
                 // At least one idle connection, then the server ends them all.

@@ -45,6 +45,16 @@ impl Backend {
         }
     }
 
+    /// An alias of a server with a pool of 4 whose idle connections one test ends from the
+    /// server's side (its own, so that it ends no other test's connections).
+    pub fn idle_faults(self) -> &'static str {
+        match self {
+            Backend::Sqlite => panic!("SQLite connections cannot be ended from outside"),
+            Backend::Postgres => "pg_idle_faults",
+            Backend::MySql => "my_idle_faults",
+        }
+    }
+
     /// An alias of this backend with a pool of 10, for load tests.
     pub fn ten(self) -> &'static str {
         match self {
@@ -210,7 +220,8 @@ pub async fn configure() -> (Databases, Vec<Backend>) {
                 .add(b.single(), server_db(b, &url, 1).test_with_begin(false))
                 .add(format!("{}_count", b.alias()), server_db(b, &url, 1))
                 .add(format!("{}10", b.alias()), server_db(b, &url, 10))
-                .add(format!("{}_faults", b.alias()), server_db(b, &url, 4));
+                .add(format!("{}_faults", b.alias()), server_db(b, &url, 4))
+                .add(b.idle_faults(), server_db(b, &url, 4));
             available.push(b);
         }
     }
