@@ -68,18 +68,6 @@ macro_rules! reliability_suite {
                 false
             }
 
-            /// Waits (without sleeping) until every connection of the pool is back and idle.
-            async fn settle(alias: &str) {
-                let pool = sqlx_atomic::pool::<DB>(alias).unwrap();
-                for _ in 0..100_000 {
-                    if pool.num_idle() as u32 == pool.size() {
-                        return;
-                    }
-                    tokio::task::yield_now().await;
-                }
-                panic!("the pool of {alias} did not settle: {} idle of {}", pool.num_idle(), pool.size());
-            }
-
             #[test]
             fn rule_7_1_cancellation_at_every_await_point() {
                 crate::common::run(B, |fx: Fx| async move {
@@ -92,7 +80,7 @@ macro_rules! reliability_suite {
                         sweeps += 1;
                         for k in 1..20_000 {
                             let completed = drop_at(scenario(alias, fx.clone()), k).await;
-                            settle(alias).await;
+                            crate::common::settle::<DB>(alias).await;
                             fx.assert_pool_clean(alias).await;
                             let rows = fx.committed().await;
                             let ran = fx.ran();
@@ -215,7 +203,7 @@ macro_rules! reliability_suite {
                         t.await.unwrap().unwrap();
                     }
                     let plain = started.elapsed();
-                    settle(alias).await;
+                    crate::common::settle::<DB>(alias).await;
                     fx.assert_pool_clean(alias).await;
                     let _ = std::io::Write::write_all(
                         &mut std::io::stderr(),
@@ -239,7 +227,7 @@ reliability_suite!(mysql, sqlx::MySql, Backend::MySql);
 mod faults {
     use crate::common::{self, Backend, Fx};
     use sqlx::AssertSqlSafe;
-    use sqlx_atomic::{Atomic, Error};
+    use sqlx_atomic::{Atomic, Error, Handle};
 
     #[test]
     fn postgres_backend_terminated_mid_transaction() {
@@ -315,137 +303,100 @@ mod faults {
         });
     }
 
-    /// Ends every idle connection of `alias`'s pool from the server's side (through the admin
-    /// alias of the same server) while they sit idle in the pool, and waits until the server shows
-    /// them gone. (sqlx pings a connection when it goes back to the pool, so one ended while held
-    /// would be noticed then.) Returns how many were ended.
-    async fn end_idle_connections(b: Backend, alias: &str) -> usize {
-        macro_rules! end_all {
-            ($db:ty, $id:literal, $kill:expr, $alive:expr) => {{
-                let pool = sqlx_atomic::pool::<$db>(alias).unwrap();
-                let admin = sqlx_atomic::pool::<$db>(b.alias()).unwrap();
-                // A connection goes back to the pool in the background: wait (without sleeping)
-                // until every one is idle.
-                let settle = || async {
-                    let mut waited = 0;
-                    while pool.num_idle() as u32 != pool.size() {
-                        waited += 1;
-                        assert!(waited < 1_000_000, "the pool of {alias} did not settle");
-                        tokio::task::yield_now().await;
-                    }
-                };
-                settle().await;
-                let mut taken = Vec::new();
-                let mut ids = Vec::new();
-                while let Some(mut c) = pool.try_acquire() {
-                    let id: i64 = sqlx::query_scalar($id).fetch_one(&mut *c).await.unwrap();
-                    ids.push(id);
-                    taken.push(c);
-                }
-                drop(taken);
-                settle().await;
-                for id in &ids {
-                    sqlx::query(AssertSqlSafe($kill(*id)))
-                        .execute(&admin)
-                        .await
-                        .unwrap();
-                }
-                let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-                let mut polls = 0;
-                loop {
-                    let alive: i64 = sqlx::query_scalar(AssertSqlSafe($alive(&list)))
-                        .fetch_one(&admin)
-                        .await
-                        .unwrap();
-                    if alive == 0 {
-                        break;
-                    }
-                    polls += 1;
-                    assert!(polls < 100_000, "the server did not end {list}");
-                    tokio::task::yield_now().await;
-                }
-                ids.len()
-            }};
-        }
-        match b {
-            Backend::Postgres => end_all!(
-                sqlx::Postgres,
-                "SELECT pg_backend_pid()::int8",
-                |id| format!("SELECT pg_terminate_backend({id})"),
-                |list| format!("SELECT COUNT(*) FROM pg_stat_activity WHERE pid IN ({list})")
-            ),
-            Backend::MySql => end_all!(
-                sqlx::MySql,
-                "SELECT CAST(CONNECTION_ID() AS SIGNED)",
-                |id| format!("KILL {id}"),
-                |list| format!(
-                    "SELECT CAST(COUNT(*) AS SIGNED) FROM information_schema.PROCESSLIST WHERE ID IN ({list})"
-                )
-            ),
-            Backend::Sqlite => unreachable!("SQLite connections cannot be ended from outside"),
-        }
-    }
-
     /// `test_with_begin`: a transaction takes an idle connection without a ping, and its BEGIN is
-    /// the test. When the server has ended every idle connection, each block still works: the
-    /// failed BEGIN is sent again on a fresh connection, and the block never sees it.
-    fn a_dead_idle_connection_is_replaced_at_its_begin(b: Backend) {
-        common::run(b, move |fx: Fx| async move {
-            let alias = b.idle_faults();
-            let ins = |v: i64| AssertSqlSafe(format!("INSERT INTO {} (v) VALUES ({v})", fx.table));
-            for round in 0..3i64 {
-                // At least one idle connection, then the server ends them all.
-                run_insert(b, alias, ins(10 * round)).await.unwrap();
-                let ended = end_idle_connections(b, alias).await;
-                assert!(ended >= 1, "no idle connection to end");
-                for k in 1..=3 {
-                    run_insert(b, alias, ins(10 * round + k))
-                        .await
-                        .unwrap_or_else(|e| {
-                            panic!("block {k} after {ended} connections ended failed: {e}")
-                        });
-                }
+    /// the test. When the server has ended every idle connection of the pool, each following
+    /// block still commits: the failed BEGIN is sent again on a fresh connection, and the block
+    /// never sees it. `$id` reads a connection's id, `$kill(id)` ends it, `$alive(ids)` counts
+    /// those of `ids` the server still has. Each server has its own alias for this test, so that
+    /// it ends no other test's connections.
+    macro_rules! dead_idle_connection_test {
+        ($name:ident, $db:ty, $b:expr, $id:literal, $kill:expr, $alive:expr) => {
+            #[test]
+            fn $name() {
+                type DB = $db;
+                let b: Backend = $b;
+                common::run(b, move |fx: Fx| async move {
+                    let alias = b.idle_faults();
+                    let insert = |v: i64| {
+                        let sql =
+                            AssertSqlSafe(format!("INSERT INTO {} (v) VALUES ({v})", fx.table));
+                        Atomic::new().using(alias).run(async move {
+                            sqlx::query(sql).execute(Handle::<DB>::new(alias)).await?;
+                            Ok::<_, Error>(())
+                        })
+                    };
+                    let pool = sqlx_atomic::pool::<DB>(alias).unwrap();
+                    let admin = sqlx_atomic::pool::<DB>(b.alias()).unwrap();
+                    for round in 0..3i64 {
+                        // At least one idle connection. The server ends them while they sit
+                        // idle: sqlx pings a connection when it goes back to the pool, so one
+                        // ended while held would be noticed then.
+                        insert(10 * round).await.unwrap();
+                        common::settle::<DB>(alias).await;
+                        let mut held = Vec::new();
+                        let mut ids = Vec::new();
+                        while let Some(mut c) = pool.try_acquire() {
+                            let id: i64 = sqlx::query_scalar($id).fetch_one(&mut *c).await.unwrap();
+                            ids.push(id);
+                            held.push(c);
+                        }
+                        drop(held);
+                        common::settle::<DB>(alias).await;
+                        assert!(!ids.is_empty(), "no idle connection to end");
+                        for id in &ids {
+                            sqlx::query(AssertSqlSafe($kill(*id)))
+                                .execute(&admin)
+                                .await
+                                .unwrap();
+                        }
+                        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+                        let mut polls = 0;
+                        loop {
+                            let alive: i64 = sqlx::query_scalar(AssertSqlSafe($alive(&list)))
+                                .fetch_one(&admin)
+                                .await
+                                .unwrap();
+                            if alive == 0 {
+                                break;
+                            }
+                            polls += 1;
+                            assert!(polls < 100_000, "the server did not end {list}");
+                            tokio::task::yield_now().await;
+                        }
+                        for k in 1..=3 {
+                            insert(10 * round + k).await.unwrap_or_else(|e| {
+                                panic!(
+                                    "block {k} after {} connections ended failed: {e}",
+                                    ids.len()
+                                )
+                            });
+                        }
+                    }
+                    assert_eq!(fx.committed().await.len(), 12);
+                });
             }
-            assert_eq!(fx.committed().await.len(), 12);
-        });
+        };
     }
 
-    /// One block with one INSERT on `alias`.
-    async fn run_insert(
-        b: Backend,
-        alias: &'static str,
-        sql: AssertSqlSafe<String>,
-    ) -> Result<(), Error> {
-        Atomic::new()
-            .using(alias)
-            .run(async move {
-                match b {
-                    Backend::Postgres => {
-                        sqlx::query(sql)
-                            .execute(sqlx_atomic::postgres(alias))
-                            .await?;
-                    }
-                    Backend::MySql => {
-                        sqlx::query(sql).execute(sqlx_atomic::mysql(alias)).await?;
-                    }
-                    Backend::Sqlite => {
-                        sqlx::query(sql).execute(sqlx_atomic::sqlite(alias)).await?;
-                    }
-                }
-                Ok::<_, Error>(())
-            })
-            .await
-    }
+    dead_idle_connection_test!(
+        postgres_a_dead_idle_connection_is_replaced_at_its_begin,
+        sqlx::Postgres,
+        Backend::Postgres,
+        "SELECT pg_backend_pid()::int8",
+        |id| format!("SELECT pg_terminate_backend({id})"),
+        |list| format!("SELECT COUNT(*) FROM pg_stat_activity WHERE pid IN ({list})")
+    );
 
-    #[test]
-    fn postgres_a_dead_idle_connection_is_replaced_at_its_begin() {
-        a_dead_idle_connection_is_replaced_at_its_begin(Backend::Postgres);
-    }
-
-    #[test]
-    fn mysql_a_dead_idle_connection_is_replaced_at_its_begin() {
-        a_dead_idle_connection_is_replaced_at_its_begin(Backend::MySql);
-    }
+    dead_idle_connection_test!(
+        mysql_a_dead_idle_connection_is_replaced_at_its_begin,
+        sqlx::MySql,
+        Backend::MySql,
+        "SELECT CAST(CONNECTION_ID() AS SIGNED)",
+        |id| format!("KILL {id}"),
+        |list| format!(
+            "SELECT CAST(COUNT(*) AS SIGNED) FROM information_schema.PROCESSLIST WHERE ID IN ({list})"
+        )
+    );
 
     #[test]
     fn postgres_all_pooled_connections_end_between_requests() {

@@ -524,13 +524,7 @@ fn rule_8_1_a_dropped_request_rolls_back_and_leaves_the_pool_clean() {
         drop(response);
         // The rollback of a dropped request runs in the background: wait (without sleeping)
         // until every connection is back in the pool.
-        let pool = sqlx_atomic::pool::<sqlx::Postgres>("pg").unwrap();
-        let mut waited = 0;
-        while pool.num_idle() as u32 != pool.size() {
-            waited += 1;
-            assert!(waited < 1_000_000, "the pool of pg did not settle");
-            tokio::task::yield_now().await;
-        }
+        common::settle::<sqlx::Postgres>("pg").await;
         fx.assert_pool_clean("pg").await;
         assert_eq!(fx.committed().await, Vec::<i64>::new());
         assert!(hooks_of(&fx.table).is_empty());

@@ -138,28 +138,14 @@ impl AnyPool {
     /// An idle connection, taken at once without the pool's checks (no ping, no
     /// `before_acquire`); `None` when none is idle or other tasks are waiting for one.
     pub(crate) fn try_acquire(&self) -> Option<AnyConn> {
-        match self {
-            #[cfg(feature = "sqlite")]
-            AnyPool::Sqlite(p) => p.try_acquire().map(AnyConn::Sqlite),
-            #[cfg(feature = "postgres")]
-            AnyPool::Postgres(p) => p.try_acquire().map(AnyConn::Postgres),
-            #[cfg(feature = "mysql")]
-            AnyPool::MySql(p) => p.try_acquire().map(AnyConn::MySql),
-        }
+        dispatch!(AnyPool, self, p => p.try_acquire().map(Backend::__wrap_conn))
     }
 
     // sqlx's futures are large (kilobytes) and every backend's would sit side by side in the
     // futures of the blocks that await them, copied at each move: they are boxed here, where they
     // are made (one allocation beside a round trip to the server).
     pub(crate) async fn acquire(&self) -> Result<AnyConn, sqlx::Error> {
-        Ok(match self {
-            #[cfg(feature = "sqlite")]
-            AnyPool::Sqlite(p) => AnyConn::Sqlite(boxed(|| p.acquire()).await?),
-            #[cfg(feature = "postgres")]
-            AnyPool::Postgres(p) => AnyConn::Postgres(boxed(|| p.acquire()).await?),
-            #[cfg(feature = "mysql")]
-            AnyPool::MySql(p) => AnyConn::MySql(boxed(|| p.acquire()).await?),
-        })
+        Ok(dispatch!(AnyPool, self, p => Backend::__wrap_conn(boxed(|| p.acquire()).await?)))
     }
 }
 

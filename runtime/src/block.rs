@@ -281,7 +281,12 @@ fn poll_shared<F: Future>(
 /// Leaves block `id` after its body finished (`body_ok`: with `Ok`): sends what the exit owes,
 /// gives the connection back when the transaction ended and runs the committed hooks. Returns
 /// the error the block fails with, if any.
-async fn end_block(actx: &Arc<AliasCtx>, id: u64, depth: usize, body_ok: bool) -> Option<Error> {
+pub(crate) async fn end_block(
+    actx: &Arc<AliasCtx>,
+    id: u64,
+    depth: usize,
+    body_ok: bool,
+) -> Option<Error> {
     let planned = actx.state().exit(
         id,
         if body_ok {

@@ -165,10 +165,8 @@ impl Drop for Context {
         if self.deferred.is_empty() || *self.request_ended.get_mut() {
             return;
         }
-        for (k, &index) in self.deferred.iter().enumerate().rev() {
-            if let Some(actx) = self.existing_alias(index) {
-                crate::block::cancel_block(&actx, k as u64 + 1);
-            }
+        for (id, actx) in self.request_blocks().rev() {
+            crate::block::cancel_block(&actx, id);
         }
     }
 }
@@ -202,6 +200,15 @@ impl Context {
     #[cfg(feature = "tower")]
     pub(crate) fn request_ended(&self) {
         self.request_ended.store(true, Ordering::Relaxed);
+    }
+
+    /// The request's blocks (ids 1, 2, … in registry order) on the aliases the request touched,
+    /// with their alias contexts; an alias the request never touched has none and nothing to end.
+    pub(crate) fn request_blocks(&self) -> impl DoubleEndedIterator<Item = (u64, Arc<AliasCtx>)> {
+        self.deferred
+            .iter()
+            .enumerate()
+            .filter_map(|(k, &index)| Some((k as u64 + 1, self.existing_alias(index)?)))
     }
 
     /// The alias's context if this task has created it, without creating it.
@@ -483,10 +490,13 @@ impl Lease {
             }
             let conn = self.guard.as_mut().expect("ensured above");
             let mut sent = conn.control(stmt, begin).await;
-            if self.actx.untested.swap(false, Ordering::Relaxed)
-                && let Err(e) = sent
-            {
-                // The connection was taken idle without a ping: this statement was its test.
+            // The connection was taken idle without a ping: this statement was its test. (Only
+            // the lease's holder touches the flag, so a load and a store suffice.)
+            let tested_now = self.actx.untested.load(Ordering::Relaxed);
+            if tested_now {
+                self.actx.untested.store(false, Ordering::Relaxed);
+            }
+            if tested_now && let Err(e) = sent {
                 sent = match self.replace_dead(e).await {
                     Ok(()) => {
                         let conn = self.guard.as_mut().expect("replaced above");

@@ -71,8 +71,8 @@ mod layer {
     use http::{Request, Response, StatusCode};
     use tokio::task::futures::TaskLocalFuture;
 
-    use crate::block::exit;
-    use crate::config::{AliasEntry, Registry, registry};
+    use crate::block::end_block;
+    use crate::config::registry;
     use crate::context::{Context, Frame, lock};
     use crate::error::Error;
     use crate::hooks::panic_message;
@@ -212,12 +212,8 @@ mod layer {
             let handler = self.inner.call(req);
             let state = match registry() {
                 // The request's context is made only if the handler needs it (see `Frame`).
-                Ok(registry) => State::Handler {
+                Ok(_) => State::Handler {
                     handler: Frame::request().scope(AssertUnwindSafe(handler).catch_unwind()),
-                    entries: Entries {
-                        registry,
-                        aliases: &registry.request_aliases,
-                    },
                     predicate: self.rollback_if.clone(),
                 },
                 Err(e) => {
@@ -251,7 +247,6 @@ mod layer {
             Handler {
                 #[pin]
                 handler: TaskLocalFuture<Frame, CatchUnwind<AssertUnwindSafe<F>>>,
-                entries: Entries,
                 predicate: Predicate,
             },
             /// The request's exits, boxed: a request that reaches them waited on a database.
@@ -275,7 +270,6 @@ mod layer {
                 match state.as_mut().project() {
                     StateProj::Handler {
                         mut handler,
-                        entries,
                         predicate,
                     } => {
                         let outcome = std::task::ready!(handler.as_mut().poll(cx));
@@ -284,12 +278,8 @@ mod layer {
                             state.set(State::Done);
                             return Poll::Ready(untouched(outcome));
                         };
-                        let (entries, predicate) = (
-                            *entries,
-                            std::mem::replace(predicate, Predicate::ErrorStatus),
-                        );
-                        let ending =
-                            crate::backend::boxed(|| finish(ctx, entries, predicate, outcome));
+                        let predicate = std::mem::replace(predicate, Predicate::ErrorStatus);
+                        let ending = crate::backend::boxed(|| finish(ctx, predicate, outcome));
                         state.set(State::Ending { ending });
                     }
                     StateProj::Ending { ending } => {
@@ -327,7 +317,6 @@ mod layer {
     /// turns a failure into a 500.
     async fn finish<B: Default, E>(
         ctx: Arc<Context>,
-        entries: Entries,
         predicate: Predicate,
         outcome: Result<Result<Response<B>, E>, Panic>,
     ) -> Result<Response<B>, E> {
@@ -335,7 +324,7 @@ mod layer {
             Ok(Ok(resp)) => predicate.rolls_back(resp.status()),
             Ok(Err(_)) | Err(_) => true,
         } || lock(&ctx.request_error).is_some();
-        let ran = AssertUnwindSafe(end_request(&ctx, entries, rollback))
+        let ran = AssertUnwindSafe(end_request(&ctx, rollback))
             .catch_unwind()
             .await;
         // Dropped before this point (the request's future was), the context cancels the
@@ -372,43 +361,19 @@ mod layer {
     /// of `Databases::add`; returns the first failure. An alias the request never touched has no
     /// context and nothing to end. The exits (and the hooks they run) run outside the request's
     /// frame, as an outermost block's exit does: no block is open any more.
-    async fn end_request(ctx: &Arc<Context>, entries: Entries, rollback: bool) -> Option<Error> {
+    async fn end_request(ctx: &Context, rollback: bool) -> Option<Error> {
         let mut failure = None;
-        for (id, entry) in entries.iter().rev() {
-            let Some(actx) = ctx.existing_alias(entry.index) else {
-                continue;
-            };
+        for (id, actx) in ctx.request_blocks().rev() {
             // After a COMMIT failed, the aliases still open roll back (as an inner block's error
             // fails the blocks around it); those already committed stay committed.
             if rollback || failure.is_some() {
                 // An alias the handler opted out of has no block: nothing to flag.
                 let _ = actx.state().set_rollback(true);
             }
-            let ended: Result<(), Error> = exit(&actx, id, 1, Ok(Ok(()))).await;
-            if let Err(e) = ended {
+            if let Some(e) = end_block(&actx, id, 1, true).await {
                 failure.get_or_insert(e);
             }
         }
         failure
-    }
-
-    /// The request's aliases with the ids of their blocks (1, 2, … in registry order).
-    #[derive(Clone, Copy)]
-    struct Entries {
-        registry: &'static Registry,
-        aliases: &'static [usize],
-    }
-
-    impl Entries {
-        fn iter(
-            self,
-        ) -> impl DoubleEndedIterator<Item = (u64, &'static Arc<AliasEntry>)> + ExactSizeIterator
-        {
-            let registry = self.registry;
-            self.aliases
-                .iter()
-                .enumerate()
-                .map(move |(k, &i)| (k as u64 + 1, &registry.entries[i]))
-        }
     }
 }

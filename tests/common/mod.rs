@@ -273,6 +273,23 @@ pub fn server_db(b: Backend, url: &str, max: u32) -> Database {
     db.test_with_begin(true)
 }
 
+/// Waits (without sleeping) until every connection of `alias`'s pool is back and idle: a
+/// connection goes back to the pool in the background.
+pub async fn settle<DB: sqlx_atomic::Backend>(alias: &str) {
+    let pool = sqlx_atomic::pool::<DB>(alias).unwrap();
+    for _ in 0..100_000 {
+        if pool.num_idle() as u32 == pool.size() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!(
+        "the pool of {alias} did not settle: {} idle of {}",
+        pool.num_idle(),
+        pool.size()
+    );
+}
+
 /// Runs a test body on a backend, or skips it (loudly, once) when its server is not available.
 pub fn run<F, Fut>(b: Backend, f: F)
 where
