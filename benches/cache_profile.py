@@ -35,9 +35,11 @@ CASES = [
     ("requests", "hand_written_tx", "request, one INSERT: hand-written transaction"),
     ("requests", "axum_sqlx_tx", "request, one INSERT: axum-sqlx-tx"),
     ("requests", "sqlx_atomic_layer", "request, one INSERT: AtomicRequestsLayer"),
+    ("requests", "sqlx_atomic_service", "request, one INSERT: AtomicRequestsLayer around the router"),
     ("requests", "idle_no_layer", "request, no query: no layer"),
     ("requests", "idle_identity_layer", "request, no query: a layer that does nothing"),
     ("requests", "idle_sqlx_atomic_layer", "request, no query: AtomicRequestsLayer"),
+    ("requests", "idle_sqlx_atomic_service", "request, no query: AtomicRequestsLayer around the router"),
 ]
 
 EVENTS = [(r"I\s+refs", "Instructions"), (r"I1\s+misses", "L1i misses"), (r"D1\s+misses", "L1d misses")]

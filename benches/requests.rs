@@ -24,7 +24,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tower::ServiceExt;
 
-use sqlx_atomic::{AtomicRequestsLayer, Databases};
+use sqlx_atomic::{AtomicRequests, AtomicRequestsLayer, Databases};
+use tower::Layer;
 
 const PG: &str = "pg";
 const INSERT: &str = "INSERT INTO bench_requests (v) VALUES ($1)";
@@ -71,10 +72,37 @@ async fn idle() -> StatusCode {
     StatusCode::OK
 }
 
+/// An app under test: a `Router` (with its layers applied by `Router::layer`, which axum boxes
+/// per route), or a whole `Router` wrapped in sqlx-atomic's service (no boxing by axum).
+#[derive(Clone)]
+enum App {
+    Router(Router),
+    Wrapped(AtomicRequests<Router>),
+}
+
+impl App {
+    /// Serves the app on `listener` until the process ends.
+    fn serve(self, listener: tokio::net::TcpListener) {
+        tokio::spawn(async move {
+            match self {
+                App::Router(r) => axum::serve(listener, r).await,
+                App::Wrapped(w) => {
+                    axum::serve(
+                        listener,
+                        axum::ServiceExt::<Request<Body>>::into_make_service(w),
+                    )
+                    .await
+                }
+            }
+            .expect("serve")
+        });
+    }
+}
+
 struct Env {
     rt: tokio::runtime::Runtime,
-    /// (name, router, path), in the order of the tables.
-    apps: Vec<(&'static str, Router, &'static str)>,
+    /// (name, app, path), in the order of the tables.
+    apps: Vec<(&'static str, App, &'static str)>,
     addrs: Vec<SocketAddr>,
 }
 
@@ -92,51 +120,82 @@ static ENV: LazyLock<Env> = LazyLock::new(|| {
         // Every app ends in `with_state`, as `axum::serve` does for each connection: a
         // `Router<()>` called directly (the in-process `oneshot`) would otherwise turn its
         // handlers into routes, and apply its layers to them, again on every request.
-        let apps: Vec<(&'static str, Router, &'static str)> = vec![
+        let apps: Vec<(&'static str, App, &'static str)> = vec![
             (
                 "sqlx_atomic_layer",
-                Router::new()
-                    .route("/insert", get(ours_insert))
-                    .layer(AtomicRequestsLayer::new())
-                    .with_state(()),
+                App::Router(
+                    Router::new()
+                        .route("/insert", get(ours_insert))
+                        .layer(AtomicRequestsLayer::new())
+                        .with_state(()),
+                ),
                 "/insert",
             ),
             (
                 "hand_written_tx",
-                Router::new()
-                    .route("/insert", get(hand_insert))
-                    .with_state(pool.clone()),
+                App::Router(
+                    Router::new()
+                        .route("/insert", get(hand_insert))
+                        .with_state(pool.clone()),
+                ),
                 "/insert",
             ),
             (
                 "axum_sqlx_tx",
-                Router::new()
-                    .route("/insert", get(axtx_insert))
-                    .layer(ax_layer)
-                    .with_state(ax_state),
+                App::Router(
+                    Router::new()
+                        .route("/insert", get(axtx_insert))
+                        .layer(ax_layer)
+                        .with_state(ax_state),
+                ),
                 "/insert",
             ),
             (
                 "idle_sqlx_atomic_layer",
-                Router::new()
-                    .route("/idle", get(idle))
-                    .layer(AtomicRequestsLayer::new())
-                    .with_state(()),
+                App::Router(
+                    Router::new()
+                        .route("/idle", get(idle))
+                        .layer(AtomicRequestsLayer::new())
+                        .with_state(()),
+                ),
                 "/idle",
             ),
             (
                 "idle_no_layer",
-                Router::new().route("/idle", get(idle)).with_state(()),
+                App::Router(Router::new().route("/idle", get(idle)).with_state(())),
                 "/idle",
             ),
             // The floor of any layer: one that returns the service it wraps. axum still wraps
             // the route in its own boxed service, as for every layer.
             (
                 "idle_identity_layer",
-                Router::new()
-                    .route("/idle", get(idle))
-                    .layer(tower::layer::layer_fn(|s| s))
-                    .with_state(()),
+                App::Router(
+                    Router::new()
+                        .route("/idle", get(idle))
+                        .layer(tower::layer::layer_fn(|s| s))
+                        .with_state(()),
+                ),
+                "/idle",
+            ),
+            // The layer around the whole router (`AtomicRequestsLayer::new().layer(router)`):
+            // the form the README recommends, without axum's per-route boxing.
+            (
+                "sqlx_atomic_service",
+                App::Wrapped(
+                    AtomicRequestsLayer::new().layer(
+                        Router::new()
+                            .route("/insert", get(ours_insert))
+                            .with_state(()),
+                    ),
+                ),
+                "/insert",
+            ),
+            (
+                "idle_sqlx_atomic_service",
+                App::Wrapped(
+                    AtomicRequestsLayer::new()
+                        .layer(Router::new().route("/idle", get(idle)).with_state(())),
+                ),
                 "/idle",
             ),
         ];
@@ -146,8 +205,7 @@ static ENV: LazyLock<Env> = LazyLock::new(|| {
                 .await
                 .expect("bind");
             addrs.push(listener.local_addr().expect("addr"));
-            let app = app.clone();
-            tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+            app.clone().serve(listener);
             // Every app answers before measuring.
             let mut c = Client::connect(*addrs.last().expect("addr")).await;
             assert_eq!(c.get(path).await, 200, "{path}");
@@ -157,9 +215,13 @@ static ENV: LazyLock<Env> = LazyLock::new(|| {
     Env { rt, apps, addrs }
 });
 
-async fn oneshot(app: &Router, path: &'static str) {
+async fn oneshot(app: &App, path: &'static str) {
     let req = Request::get(path).body(Body::empty()).expect("request");
-    let resp = app.clone().oneshot(req).await.expect("infallible");
+    let resp = match app {
+        App::Router(r) => r.clone().oneshot(req).await,
+        App::Wrapped(w) => w.clone().oneshot(req).await,
+    }
+    .expect("infallible");
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
@@ -293,6 +355,9 @@ fn paired() {
         ("sqlx_atomic_layer", "axum_sqlx_tx", 10),
         ("idle_sqlx_atomic_layer", "idle_no_layer", 200),
         ("idle_sqlx_atomic_layer", "idle_identity_layer", 200),
+        ("sqlx_atomic_service", "hand_written_tx", 10),
+        ("sqlx_atomic_service", "axum_sqlx_tx", 10),
+        ("idle_sqlx_atomic_service", "idle_no_layer", 200),
     ];
     // Calibration (`SQLX_ATOMIC_PAIRED_ONLY=calibration`): each side against itself.
     if common::calibrating() {
