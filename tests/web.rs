@@ -121,7 +121,8 @@ async fn opt_out_unknown(alias: &'static str, t: String, v: i64) -> &'static str
     "ok"
 }
 
-fn app(alias: &'static str) -> Router {
+/// The test app's routes, without the layer.
+fn routes(alias: &'static str) -> Router {
     Router::new()
         .route(
             "/ok/{t}/{v}",
@@ -211,10 +212,22 @@ fn app(alias: &'static str) -> Router {
             ),
         )
         .route("/idle", get(|| async { "no query" }))
-        .layer(AtomicRequestsLayer::new())
+}
+
+/// How the layer is applied.
+#[derive(Clone, Copy)]
+enum Form {
+    /// `Router::layer`: on each route.
+    PerRoute,
+    /// `AtomicRequestsLayer::new().layer(router)`: around the whole router, one service.
+    AroundRouter,
 }
 
 async fn serve(alias: &'static str) -> std::net::SocketAddr {
+    serve_as(alias, Form::PerRoute).await
+}
+
+async fn serve_as(alias: &'static str, form: Form) -> std::net::SocketAddr {
     // A backlog of 4,096 (tokio's `bind` uses 1,024): 2,000 clients connect at once, and a full
     // accept queue makes the kernel drop their handshakes (retried after 1 s, 3 s, …) or reset
     // them, which would test the kernel rather than the layer.
@@ -222,7 +235,21 @@ async fn serve(alias: &'static str) -> std::net::SocketAddr {
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let listener = socket.listen(4096).unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app(alias)).await.unwrap() });
+    tokio::spawn(async move {
+        match form {
+            Form::PerRoute => {
+                let app = routes(alias).layer(AtomicRequestsLayer::new());
+                axum::serve(listener, app).await
+            }
+            Form::AroundRouter => {
+                use tower::Layer;
+                let app = AtomicRequestsLayer::new().layer(routes(alias));
+                let make = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
+                axum::serve(listener, make).await
+            }
+        }
+        .unwrap()
+    });
     addr
 }
 
@@ -305,6 +332,33 @@ macro_rules! web_suite {
                     assert_eq!(hooks_of(t), [format!("{t}:5")]);
                     // The server keeps serving after the panic.
                     assert_eq!(get_status(addr, &format!("/ok/{t}/6")).await, 200);
+                });
+            }
+
+            #[test]
+            fn rule_8_3_the_layer_around_the_whole_router() {
+                // The same rules when the layer wraps the router as one service instead of
+                // each route (`Router::layer`).
+                common::run(B, |fx: Fx| async move {
+                    let addr = serve_as(B.alias(), Form::AroundRouter).await;
+                    let t = &fx.table;
+                    assert_eq!(get_status(addr, &format!("/status/500/{t}/1")).await, 500);
+                    assert_eq!(get_status(addr, &format!("/panic/{t}/2")).await, 500);
+                    assert_eq!(get_status(addr, "/panic_idle").await, 500);
+                    assert_eq!(get_status(addr, &format!("/set_rollback/{t}/3")).await, 200);
+                    assert_eq!(
+                        get_status(addr, &format!("/hook_only/200/{t}/4")).await,
+                        200
+                    );
+                    assert_eq!(get_status(addr, &format!("/opted_out/{t}/5")).await, 500);
+                    assert_eq!(get_status(addr, &format!("/ok/{t}/7")).await, 200);
+                    assert_eq!(get_status(addr, "/idle").await, 200);
+                    // A path no route matches is answered by the router, under the layer.
+                    assert_eq!(get_status(addr, "/no_such_route").await, 404);
+                    // The opted-out handler committed its rows (5 in autocommit, 6 in its own
+                    // block) although it answered 500.
+                    assert_eq!(fx.committed().await, [5, 6, 7]);
+                    assert_eq!(hooks_of(t), [format!("{t}:4"), format!("{t}:7")]);
                 });
             }
 
