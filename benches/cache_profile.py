@@ -40,6 +40,9 @@ CASES = [
     ("requests", "idle_identity_layer", "request, no query: a layer that does nothing"),
     ("requests", "idle_sqlx_atomic_layer", "request, no query: AtomicRequestsLayer"),
     ("requests", "idle_sqlx_atomic_service", "request, no query: AtomicRequestsLayer around the router"),
+    ("requests", "http:idle_no_layer", "HTTP request, no query: no layer"),
+    ("requests", "http:idle_sqlx_atomic_layer", "HTTP request, no query: AtomicRequestsLayer"),
+    ("requests", "http:idle_sqlx_atomic_service", "HTTP request, no query: AtomicRequestsLayer around the router"),
 ]
 
 EVENTS = [(r"I\s+refs", "Instructions"), (r"I1\s+misses", "L1i misses"), (r"D1\s+misses", "L1d misses")]

@@ -165,6 +165,13 @@ static ENV: LazyLock<Env> = LazyLock::new(|| {
                 App::Router(Router::new().route("/idle", get(idle)).with_state(())),
                 "/idle",
             ),
+            // The same app on its own listener: its comparison with `idle_no_layer` is the
+            // harness's calibration for two different servers.
+            (
+                "idle_no_layer_copy",
+                App::Router(Router::new().route("/idle", get(idle)).with_state(())),
+                "/idle",
+            ),
             // The floor of any layer: one that returns the service it wraps. axum still wraps
             // the route in its own boxed service, as for every layer.
             (
@@ -335,9 +342,14 @@ criterion_group! {
     targets = in_process, over_http
 }
 
-/// The label suffix of a self-comparison, so that the calibration filter selects it.
+/// The label suffix of a self-comparison (an app against itself, or against its copy on another
+/// listener), so that the calibration filter selects it.
 fn calibration(a: &str, b: &str) -> &'static str {
-    if a == b { " [calibration]" } else { "" }
+    if b.starts_with(a) {
+        " [calibration]"
+    } else {
+        ""
+    }
 }
 
 /// Paired mode (`SQLX_ATOMIC_PAIRED=1`, `SQLX_ATOMIC_PAIRED_ROUNDS=<n>`, default 100): each
@@ -361,10 +373,16 @@ fn paired() {
     ];
     // Calibration (`SQLX_ATOMIC_PAIRED_ONLY=calibration`): each side against itself.
     if common::calibrating() {
-        pairs = ["sqlx_atomic_layer", "hand_written_tx", "axum_sqlx_tx"]
-            .into_iter()
-            .map(|a| (a, a, 10))
-            .collect();
+        pairs = [
+            ("sqlx_atomic_layer", 10),
+            ("hand_written_tx", 10),
+            ("axum_sqlx_tx", 10),
+            ("idle_no_layer", 200),
+        ]
+        .into_iter()
+        .map(|(a, batch)| (a, a, batch))
+        .collect();
+        pairs.push(("idle_no_layer", "idle_no_layer_copy", 200));
     }
     for (a, b, batch) in pairs {
         let (app_a, path_a, addr_a) = app(a);
@@ -407,17 +425,31 @@ fn paired() {
 /// Profiling mode, for `valgrind --tool=callgrind` or `perf`: `SQLX_ATOMIC_PROFILE=<app>` (a name
 /// of the tables, e.g. `idle_sqlx_atomic_layer`) sends `SQLX_ATOMIC_PROFILE_ITERS` (default
 /// 10,000) requests in-process to that app, one at a time.
+/// `SQLX_ATOMIC_PROFILE=http:<app>` sends them over one loopback keep-alive connection instead
+/// (the client, the server and the handler, all in this process).
 fn profile(name: &str) {
     let env = &*ENV;
     let iters: u64 = common::env_number("SQLX_ATOMIC_PROFILE_ITERS", 10_000);
-    let (_, app, path) = env
+    let (http, name) = match name.strip_prefix("http:") {
+        Some(n) => (true, n),
+        None => (false, name),
+    };
+    let i = env
         .apps
         .iter()
-        .find(|(n, ..)| *n == name)
+        .position(|(n, ..)| *n == name)
         .unwrap_or_else(|| panic!("unknown SQLX_ATOMIC_PROFILE app {name:?}"));
+    let (_, app, path) = &env.apps[i];
     env.rt.block_on(async {
-        for _ in 0..iters {
-            oneshot(app, path).await;
+        if http {
+            let mut c = Client::connect(env.addrs[i]).await;
+            for _ in 0..iters {
+                assert_eq!(c.get(path).await, 200);
+            }
+        } else {
+            for _ in 0..iters {
+                oneshot(app, path).await;
+            }
         }
     });
 }
