@@ -22,15 +22,21 @@ tokio::task_local! {
 /// it, so a request that never touches a database allocates nothing for it; its deferred
 /// outermost blocks are found below the chain, without a link of their own.
 pub(crate) struct Frame {
-    /// Empty only in a request's root frame that nothing has used yet.
-    ctx: OnceLock<Arc<Context>>,
+    ctx: FrameCtx,
     chain: Option<Arc<Link>>,
+}
+
+/// A frame's context: made already, or (a request's root frame) made on first use. Only the
+/// request's root pays for the `OnceLock`; every other frame holds its context directly.
+enum FrameCtx {
+    Ready(Arc<Context>),
+    Lazy(OnceLock<Arc<Context>>),
 }
 
 impl Clone for Frame {
     fn clone(&self) -> Self {
         Frame {
-            ctx: OnceLock::from(self.ctx().clone()),
+            ctx: FrameCtx::Ready(self.ctx().clone()),
             chain: self.chain.clone(),
         }
     }
@@ -46,7 +52,7 @@ struct Link {
 impl Frame {
     pub(crate) fn root(ctx: Arc<Context>) -> Self {
         Frame {
-            ctx: OnceLock::from(ctx),
+            ctx: FrameCtx::Ready(ctx),
             chain: None,
         }
     }
@@ -56,22 +62,28 @@ impl Frame {
     #[cfg(feature = "tower")]
     pub(crate) fn request() -> Self {
         Frame {
-            ctx: OnceLock::new(),
+            ctx: FrameCtx::Lazy(OnceLock::new()),
             chain: None,
         }
     }
 
     /// The task's context, created on first use for a request's frame.
     pub(crate) fn ctx(&self) -> &Arc<Context> {
-        self.ctx.get_or_init(|| {
-            Context::for_request(crate::config::registry().map_or(&[], |r| &r.request_aliases))
-        })
+        match &self.ctx {
+            FrameCtx::Ready(ctx) => ctx,
+            FrameCtx::Lazy(cell) => cell.get_or_init(|| {
+                Context::for_request(crate::config::registry().map_or(&[], |r| &r.request_aliases))
+            }),
+        }
     }
 
     /// The context, if it was ever created (a request's frame that nothing used has none).
     #[cfg(feature = "tower")]
     pub(crate) fn into_ctx(self) -> Option<Arc<Context>> {
-        self.ctx.into_inner()
+        match self.ctx {
+            FrameCtx::Ready(ctx) => Some(ctx),
+            FrameCtx::Lazy(cell) => cell.into_inner(),
+        }
     }
 
     /// The frame a block's body runs in.
@@ -86,7 +98,7 @@ impl Frame {
 
     fn link(&self, alias: usize, block: Option<u64>) -> Frame {
         Frame {
-            ctx: OnceLock::from(self.ctx().clone()),
+            ctx: FrameCtx::Ready(self.ctx().clone()),
             chain: Some(Arc::new(Link {
                 alias,
                 block,
