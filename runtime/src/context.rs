@@ -128,6 +128,11 @@ impl Frame {
         FRAME.try_with(Frame::clone).ok()
     }
 
+    /// Whether the task runs in a frame, without cloning it (nor making a request's context).
+    pub(crate) fn is_set() -> bool {
+        FRAME.try_with(|_| ()).is_ok()
+    }
+
     /// Calls `f` with the task's frame, if any, without cloning it.
     pub(crate) fn with_current<R>(f: impl FnOnce(&Frame) -> R) -> Option<R> {
         FRAME.try_with(f).ok()

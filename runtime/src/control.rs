@@ -56,7 +56,7 @@ impl Alias {
     /// This alias's context in the current task, if the task has one.
     fn ctx(&self) -> Result<Option<Arc<AliasCtx>>, Error> {
         let entry = lookup(&self.name)?;
-        Ok(Frame::current().map(|f| f.ctx().alias(entry)))
+        Ok(Frame::with_current(|f| f.ctx().alias(entry)))
     }
 
     fn ctx_for(&self, op: &'static str) -> Result<Arc<AliasCtx>, Error> {
@@ -282,7 +282,7 @@ impl Scope {
 
 /// Runs `fut` in a task scope (see [`Scope`]), unless it already runs in one.
 pub async fn scope<F: Future>(fut: F) -> F::Output {
-    if Frame::current().is_some() {
+    if Frame::is_set() {
         fut.await
     } else {
         Scope::new().run(fut).await.0

@@ -218,13 +218,12 @@ where
     F: Future,
 {
     let aliases: Vec<Cow<'static, str>> = aliases.into_iter().map(Into::into).collect();
-    match Frame::current() {
-        Some(_) => nest(aliases, body).await,
-        None => {
-            Frame::root(Context::new(false))
-                .scope(nest(aliases, body))
-                .await
-        }
+    if Frame::is_set() {
+        nest(aliases, body).await
+    } else {
+        Frame::root(Context::new(false))
+            .scope(nest(aliases, body))
+            .await
     }
 }
 
@@ -306,10 +305,10 @@ pub async fn capture_on_commit<F: Future>(
     execute: bool,
     body: F,
 ) -> (F::Output, Captured) {
-    let in_block = match (Frame::current(), lookup(alias)) {
-        (Some(frame), Ok(entry)) => frame.ctx().alias(entry).state().in_block(),
-        _ => false,
-    };
+    let in_block = lookup(alias)
+        .ok()
+        .and_then(|entry| Frame::with_current(|frame| frame.ctx().alias(entry).state().in_block()))
+        == Some(true);
     if in_block {
         capture_in_block(alias, execute, body).await
     } else {
@@ -322,9 +321,11 @@ async fn capture_in_block<F: Future>(
     execute: bool,
     body: F,
 ) -> (F::Output, Captured) {
-    let actx = match (Frame::current(), lookup(alias)) {
-        (Some(frame), Ok(entry)) => frame.ctx().alias(entry),
-        _ => return (body.await, Captured::default()),
+    let Some(actx) = lookup(alias)
+        .ok()
+        .and_then(|entry| Frame::with_current(|frame| frame.ctx().alias(entry)))
+    else {
+        return (body.await, Captured::default());
     };
     let mark = actx.state().hooks_len();
     let out = body.await;

@@ -26,6 +26,23 @@ fn boom() -> Error {
     Error::from(sqlx::Error::RowNotFound)
 }
 
+/// `atomic { ins; atomic(savepoint) { ins; fail } }`, the inner failure caught: P7 with a
+/// savepoint, P9 without one.
+fn ins_then_failing_inner<O: Ops>(o: &O, savepoint: bool) -> Program<'_> {
+    Box::pin(o.atomic().run(async move {
+        o.ins().await?;
+        let _ = o
+            .atomic()
+            .savepoint(savepoint)
+            .run(async {
+                o.ins().await?;
+                Err::<(), _>(boom())
+            })
+            .await;
+        Ok::<_, Error>(())
+    }))
+}
+
 /// P1 … P14, in the order of `django-statement-counts.md`.
 pub fn programs<O: Ops>(o: &O) -> Vec<Program<'_>> {
     vec![
@@ -55,35 +72,14 @@ pub fn programs<O: Ops>(o: &O) -> Vec<Program<'_>> {
                 .run(async { o.atomic().run(o.atomic().run(o.ins())).await }),
         ),
         // P7 atomic { ins; atomic { ins; fail } }
-        Box::pin(o.atomic().run(async {
-            o.ins().await?;
-            let _ = o
-                .atomic()
-                .run(async {
-                    o.ins().await?;
-                    Err::<(), _>(boom())
-                })
-                .await;
-            Ok::<_, Error>(())
-        })),
+        ins_then_failing_inner(o, true),
         // P8 atomic { ins; atomic(savepoint=False) { ins } }
         Box::pin(o.atomic().run(async {
             o.ins().await?;
             o.atomic().savepoint(false).run(o.ins()).await
         })),
         // P9 atomic { ins; atomic(savepoint=False) { ins; fail } }
-        Box::pin(o.atomic().run(async {
-            o.ins().await?;
-            let _ = o
-                .atomic()
-                .savepoint(false)
-                .run(async {
-                    o.ins().await?;
-                    Err::<(), _>(boom())
-                })
-                .await;
-            Ok::<_, Error>(())
-        })),
+        ins_then_failing_inner(o, false),
         // P10 atomic { ins; fail }
         Box::pin(o.atomic().run(async {
             o.ins().await?;
