@@ -284,10 +284,8 @@ impl Context {
             entry,
             recorder: self.recorder.is_some().then(|| Arc::downgrade(self)),
             state: Mutex::new(state),
-            slot: Arc::new(tokio::sync::Mutex::new(None)),
-            streaming: AtomicBool::new(false),
-            revoked: AtomicBool::new(false),
-            untested: AtomicBool::new(false),
+            slot: Mutex::new(Slot::default()),
+            freed: tokio::sync::Notify::new(),
         })
     }
 
@@ -311,14 +309,29 @@ pub(crate) struct AliasCtx {
     pub(crate) entry: &'static Arc<AliasEntry>,
     recorder: Option<std::sync::Weak<Context>>,
     pub(crate) state: Mutex<TxState<Hook>>,
-    slot: Arc<tokio::sync::Mutex<Option<AnyConn>>>,
-    /// The slot is held by a result stream.
-    streaming: AtomicBool,
-    /// The transaction the slot's connection was in is gone: close it when its holder lets go.
-    revoked: AtomicBool,
-    /// The slot's connection was taken idle without the pool's test: the first control
-    /// statement sent on it is the test (see `Database::test_with_begin`).
-    untested: AtomicBool,
+    /// The task's connection of the alias, and who holds it. A std mutex, held only for a few
+    /// loads and stores: a lease takes the connection out and puts it back when dropped.
+    slot: Mutex<Slot>,
+    /// Wakes the branches of this task waiting for the slot (`Slot::waiting`).
+    freed: tokio::sync::Notify,
+}
+
+/// The connection slot of one alias in one task.
+#[derive(Default)]
+struct Slot {
+    /// The connection, when no lease holds it.
+    conn: Option<AnyConn>,
+    /// The connection was taken idle without the pool's test: the first control statement
+    /// sent on it is the test (see `Database::test_with_begin`).
+    untested: bool,
+    /// A lease holds the slot (and the connection, if any).
+    held: bool,
+    /// The lease is a result stream's.
+    streaming: bool,
+    /// Another branch of the task waits for the slot.
+    waiting: bool,
+    /// The transaction the leased connection was in is gone: close it when the lease ends.
+    revoked: bool,
 }
 
 impl AliasCtx {
@@ -347,44 +360,57 @@ impl AliasCtx {
     /// Takes the task's connection slot, waiting for another branch of this task to finish its
     /// statement; fails fast if a result stream holds it (that would deadlock).
     pub(crate) async fn lease(self: &Arc<Self>) -> Result<Lease, Error> {
-        let guard = match self.slot.clone().try_lock_owned() {
-            Ok(g) => g,
-            Err(_) if self.streaming.load(Ordering::Acquire) => {
-                return Err(self.err(ErrorKind::Busy));
-            }
-            Err(_) => self.slot.clone().lock_owned().await,
-        };
-        Ok(Lease {
-            guard,
-            actx: self.clone(),
-            phase: Phase::Idle,
-        })
+        loop {
+            let freed = {
+                let mut slot = lock(&self.slot);
+                if !slot.held {
+                    slot.held = true;
+                    return Ok(Lease {
+                        conn: slot.conn.take(),
+                        untested: slot.untested,
+                        actx: self.clone(),
+                        phase: Phase::Idle,
+                    });
+                }
+                if slot.streaming {
+                    return Err(self.err(ErrorKind::Busy));
+                }
+                slot.waiting = true;
+                // Made under the lock, before the holder can let go: `notify_waiters` wakes
+                // every `Notified` made before it, polled or not, so no wake-up is lost.
+                self.freed.notified()
+            };
+            freed.await;
+        }
     }
 
     /// Gives the connection back (or closes it) when a transaction ended while the slot may be
     /// held elsewhere; used from `Drop`, so it never waits.
     pub(crate) fn release_now(&self, rollback: bool, close: bool) {
-        match self.slot.clone().try_lock_owned() {
-            Ok(mut slot) => {
-                if let Some(mut conn) = slot.take() {
-                    if rollback {
-                        if conn.sqlx_depth() > 0 {
-                            conn.start_rollback();
-                        } else {
-                            conn.close_on_drop();
-                        }
-                    }
-                    if close {
-                        conn.close_on_drop();
-                    }
+        let conn = {
+            let mut slot = lock(&self.slot);
+            if slot.held {
+                slot.revoked = true;
+                return;
+            }
+            slot.conn.take()
+        };
+        if let Some(mut conn) = conn {
+            if rollback {
+                if conn.sqlx_depth() > 0 {
+                    conn.start_rollback();
+                } else {
+                    conn.close_on_drop();
                 }
             }
-            Err(_) => self.revoked.store(true, Ordering::Release),
+            if close {
+                conn.close_on_drop();
+            }
         }
     }
 
     pub(crate) fn slot_streaming(&self) -> bool {
-        self.streaming.load(Ordering::Acquire)
+        lock(&self.slot).streaming
     }
 }
 
@@ -410,29 +436,32 @@ pub(crate) enum Phase {
 
 /// Exclusive use of an alias's connection slot within a task.
 pub(crate) struct Lease {
-    guard: tokio::sync::OwnedMutexGuard<Option<AnyConn>>,
+    /// The task's connection, taken out of the slot for the lease; put back when it ends.
+    conn: Option<AnyConn>,
+    /// `Slot::untested`, for the lease.
+    untested: bool,
     pub(crate) actx: Arc<AliasCtx>,
     phase: Phase,
 }
 
 impl Lease {
     pub(crate) fn set_phase(&mut self, phase: Phase) {
+        if (phase == Phase::Stream) != (self.phase == Phase::Stream) {
+            lock(&self.actx.slot).streaming = phase == Phase::Stream;
+        }
         self.phase = phase;
-        self.actx
-            .streaming
-            .store(phase == Phase::Stream, Ordering::Release);
     }
 
     /// Makes sure the slot holds a connection, taking one from the pool: an idle one at once
     /// when the first statement sent on it tests it (`Database::test_with_begin`).
     pub(crate) async fn ensure_conn(&mut self) -> Result<(), Error> {
-        if self.guard.is_none() {
+        if self.conn.is_none() {
             let db = &self.actx.entry.db;
             if db.test_with_begin
                 && let Some(conn) = db.pool.try_acquire()
             {
-                *self.guard = Some(conn);
-                self.actx.untested.store(true, Ordering::Relaxed);
+                self.conn = Some(conn);
+                self.untested = true;
                 return Ok(());
             }
             self.acquire().await?;
@@ -450,8 +479,8 @@ impl Lease {
             .acquire()
             .await
             .map_err(|e| Error::from(e).with_alias(self.actx.name()))?;
-        *self.guard = Some(conn);
-        self.actx.untested.store(false, Ordering::Relaxed);
+        self.conn = Some(conn);
+        self.untested = false;
         Ok(())
     }
 
@@ -463,21 +492,21 @@ impl Lease {
             return Err(Error::from(e).with_alias(self.actx.name()));
         }
         tracing::debug!(target: "sqlx_atomic", alias = %self.actx.entry.name, error = %e, "an idle connection failed its first statement; retrying on another connection");
-        if let Some(mut dead) = self.guard.take() {
+        if let Some(mut dead) = self.conn.take() {
             dead.close_on_drop();
         }
         self.acquire().await
     }
 
     pub(crate) fn has_conn(&self) -> bool {
-        self.guard.is_some()
+        self.conn.is_some()
     }
 
     pub(crate) fn typed<DB: Backend>(
         &mut self,
     ) -> Result<&mut sqlx::pool::PoolConnection<DB>, Error> {
         let kind = self.actx.entry.kind;
-        self.guard.as_mut().and_then(DB::__conn).ok_or_else(|| {
+        self.conn.as_mut().and_then(DB::__conn).ok_or_else(|| {
             self.actx.err(ErrorKind::WrongBackend {
                 expected: DB::BACKEND_NAME,
                 actual: kind.name(),
@@ -505,18 +534,14 @@ impl Lease {
             if self.actx.recording() {
                 self.actx.record(&text.to_string());
             }
-            let conn = self.guard.as_mut().expect("ensured above");
+            let conn = self.conn.as_mut().expect("ensured above");
             let mut sent = conn.control(stmt, begin).await;
-            // The connection was taken idle without a ping: this statement was its test. (Only
-            // the lease's holder touches the flag, so a load and a store suffice.)
-            let tested_now = self.actx.untested.load(Ordering::Relaxed);
-            if tested_now {
-                self.actx.untested.store(false, Ordering::Relaxed);
-            }
+            // The connection was taken idle without a ping: this statement was its test.
+            let tested_now = std::mem::take(&mut self.untested);
             if tested_now && let Err(e) = sent {
                 sent = match self.replace_dead(e).await {
                     Ok(()) => {
-                        let conn = self.guard.as_mut().expect("replaced above");
+                        let conn = self.conn.as_mut().expect("replaced above");
                         conn.control(stmt, begin).await
                     }
                     Err(e) => {
@@ -536,16 +561,15 @@ impl Lease {
 
     /// Takes the connection out of the slot, to give it back to the pool or close it.
     pub(crate) fn take_conn(&mut self) -> Option<AnyConn> {
-        self.guard.take()
+        self.conn.take()
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let revoked = self.actx.revoked.swap(false, Ordering::AcqRel);
         match self.phase {
             Phase::Control => {
-                if let Some(mut conn) = self.guard.take() {
+                if let Some(mut conn) = self.conn.take() {
                     conn.close_on_drop();
                 }
                 self.actx.state().connection_lost();
@@ -553,11 +577,24 @@ impl Drop for Lease {
             Phase::Query => self.actx.state().query_failed(true),
             Phase::Idle | Phase::Stream => {}
         }
-        if revoked && let Some(mut conn) = self.guard.take() {
+        let (closed, wake) = {
+            let mut slot = lock(&self.actx.slot);
+            let closed = if std::mem::take(&mut slot.revoked) {
+                self.conn.take()
+            } else {
+                slot.conn = self.conn.take();
+                None
+            };
+            slot.untested = self.untested;
+            slot.held = false;
+            slot.streaming = false;
+            (closed, std::mem::take(&mut slot.waiting))
+        };
+        if let Some(mut conn) = closed {
             conn.close_on_drop();
         }
-        if self.phase == Phase::Stream {
-            self.actx.streaming.store(false, Ordering::Release);
+        if wake {
+            self.actx.freed.notify_waiters();
         }
     }
 }

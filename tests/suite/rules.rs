@@ -696,7 +696,12 @@ t!(
     |fx| {
         atomic()
             .run(async {
-                let (a, b) = tokio::join!(ins(&fx, 1), ins(&fx, 2));
+                // The second branch waits for the connection while the first one's statement
+                // is in flight; if its wake-up were lost, the join would hang: fail instead.
+                let both = async { tokio::join!(ins(&fx, 1), ins(&fx, 2)) };
+                let (a, b) = tokio::time::timeout(std::time::Duration::from_secs(60), both)
+                    .await
+                    .expect("a branch waiting for the task's connection was never woken");
                 a?;
                 b?;
                 Ok::<_, Error>(())
