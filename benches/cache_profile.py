@@ -5,6 +5,7 @@
     python3 benches/cache_profile.py           # every case below (a few minutes)
     python3 benches/cache_profile.py requests  # only the cases of one bench
     python3 benches/cache_profile.py --iters 2000
+    python3 benches/cache_profile.py --footprint   # adds the hot code footprint (slower)
 
 Each case runs the bench's profiling mode (`SQLX_ATOMIC_PROFILE=<case>`) twice under
 `valgrind --tool=cachegrind --cache-sim=yes`: with 0 iterations and with N. The difference
@@ -13,6 +14,14 @@ machine's caches (it prints their sizes). Two runs of one binary on a quiet mach
 1-3 % (how often a future waits for the server still varies a little); other load on the machine
 changes that more, so run it alone. BENCHMARKS.md (sections 1 and 4) explains why the L1i column
 matters more than the instruction count here.
+
+`--footprint` adds a column: the code executed on every iteration, in KiB. A third run, under
+callgrind with `--dump-instr=yes`, counts how often each instruction ran in N iterations; every
+64-byte line holding an instruction that ran at least N times is code the iteration needs each
+time it runs. While a transaction waits for the server, the server's process runs on the same
+cores and evicts part of the caches, so each round trip brings this code back from a slower
+cache: its size, more than the instruction count, is what a transaction pays for (BENCHMARKS.md,
+session 7).
 """
 
 import argparse
@@ -44,6 +53,39 @@ CASES = [
     ("requests", "http:idle_sqlx_atomic_layer", "HTTP request, no query: AtomicRequestsLayer"),
     ("requests", "http:idle_sqlx_atomic_service", "HTTP request, no query: AtomicRequestsLayer around the router"),
 ]
+
+def footprint(exe: pathlib.Path, case: str, iters: int) -> float:
+    """KiB of code lines holding an instruction executed at least `iters` times."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = pathlib.Path(tmp) / "callgrind.out"
+        run = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--dump-instr=yes", "--compress-pos=no",
+             f"--callgrind-out-file={out}", str(exe)],
+            env={"SQLX_ATOMIC_PROFILE": case, "SQLX_ATOMIC_PROFILE_ITERS": str(iters), **_passthrough()},
+            capture_output=True,
+            text=True,
+        )
+        if run.returncode != 0:
+            sys.exit(f"{case}: exit {run.returncode}\n{run.stderr[-2000:]}")
+        executed: dict[int, int] = {}
+        after_call = False
+        with open(out) as f:
+            for line in f:
+                if line.startswith("calls="):
+                    after_call = True  # the next line is the call's inclusive cost
+                    continue
+                if not line.startswith("0x"):
+                    continue
+                if after_call:
+                    after_call = False
+                    continue
+                # "positions: instr line" then the Ir count
+                addr, _, ir = (line.split() + ["0", "0"])[:3]
+                a = int(addr, 16)
+                executed[a] = executed.get(a, 0) + int(ir)
+    lines = {a >> 6 for a, n in executed.items() if n >= iters}
+    return len(lines) * 64 / 1024
+
 
 EVENTS = [(r"I\s+refs", "Instructions"), (r"I1\s+misses", "L1i misses"), (r"D1\s+misses", "L1d misses")]
 
@@ -85,17 +127,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("benches", nargs="*", help="only the cases of these benches (overhead, requests)")
     ap.add_argument("--iters", type=int, default=1000, help="iterations measured (default 1000)")
+    ap.add_argument("--footprint", action="store_true", help="add the hot code footprint (callgrind)")
     args = ap.parse_args()
     if args.iters <= 0:
         sys.exit("--iters must be positive")
-    print(f"| Per iteration ({args.iters} minus 0) | " + " | ".join(name for _, name in EVENTS) + " |")
-    print("|---|" + "---:|" * len(EVENTS))
+    names = [name for _, name in EVENTS] + (["Hot code (KiB)"] if args.footprint else [])
+    print(f"| Per iteration ({args.iters} minus 0) | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
     for bench, case, label in CASES:
         if args.benches and bench not in args.benches:
             continue
         exe = binary(bench)
         base, full = counts(exe, case, 0), counts(exe, case, args.iters)
         cells = [f"{(full[k] - base[k]) / args.iters:,.0f}" for k, _ in EVENTS]
+        if args.footprint:
+            cells.append(f"{footprint(exe, case, args.iters):.1f}")
         print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
 
 

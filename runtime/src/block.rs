@@ -309,7 +309,11 @@ pub(crate) async fn end_block(
             return Some(stream_outlived_block(actx));
         }
         let mut exit_guard = ExitGuard { actx, armed: true };
-        let mut lease = match actx.lease().await {
+        let leased = match actx.try_lease() {
+            Some(leased) => leased,
+            None => actx.lease().await,
+        };
+        let mut lease = match leased {
             Ok(l) => l,
             Err(e) => return Some(e),
         };

@@ -357,6 +357,28 @@ impl AliasCtx {
         self.recorder.is_some()
     }
 
+    /// Takes the task's connection slot at once; `None` if another branch of this task holds it
+    /// (then wait with [`lease`](Self::lease)). The hot paths call this first, so that an
+    /// uncontended lease runs no future.
+    #[inline]
+    pub(crate) fn try_lease(self: &Arc<Self>) -> Option<Result<Lease, Error>> {
+        let mut slot = lock(&self.slot);
+        if !slot.held {
+            return Some(Ok(self.take_slot(&mut slot)));
+        }
+        slot.streaming.then(|| Err(self.err(ErrorKind::Busy)))
+    }
+
+    fn take_slot(self: &Arc<Self>, slot: &mut Slot) -> Lease {
+        slot.held = true;
+        Lease {
+            conn: slot.conn.take(),
+            untested: slot.untested,
+            actx: self.clone(),
+            phase: Phase::Idle,
+        }
+    }
+
     /// Takes the task's connection slot, waiting for another branch of this task to finish its
     /// statement; fails fast if a result stream holds it (that would deadlock).
     pub(crate) async fn lease(self: &Arc<Self>) -> Result<Lease, Error> {
@@ -364,13 +386,7 @@ impl AliasCtx {
             let freed = {
                 let mut slot = lock(&self.slot);
                 if !slot.held {
-                    slot.held = true;
-                    return Ok(Lease {
-                        conn: slot.conn.take(),
-                        untested: slot.untested,
-                        actx: self.clone(),
-                        phase: Phase::Idle,
-                    });
+                    return Ok(self.take_slot(&mut slot));
                 }
                 if slot.streaming {
                     return Err(self.err(ErrorKind::Busy));
@@ -452,21 +468,20 @@ impl Lease {
         self.phase = phase;
     }
 
-    /// Makes sure the slot holds a connection, taking one from the pool: an idle one at once
-    /// when the first statement sent on it tests it (`Database::test_with_begin`).
-    pub(crate) async fn ensure_conn(&mut self) -> Result<(), Error> {
-        if self.conn.is_none() {
-            let db = &self.actx.entry.db;
-            if db.test_with_begin
-                && let Some(conn) = db.pool.try_acquire()
-            {
-                self.conn = Some(conn);
-                self.untested = true;
-                return Ok(());
-            }
-            self.acquire().await?;
+    /// Fills the lease with a connection from the pool (call it when `!has_conn()`): an idle
+    /// one at once when the first statement sent on it tests it (`Database::test_with_begin`).
+    /// Not an `ensure_conn` that checks first: the check is the callers' own, so that a lease
+    /// that has its connection (the usual case) polls no future for it.
+    pub(crate) async fn fill_conn(&mut self) -> Result<(), Error> {
+        let db = &self.actx.entry.db;
+        if db.test_with_begin
+            && let Some(conn) = db.pool.try_acquire()
+        {
+            self.conn = Some(conn);
+            self.untested = true;
+            return Ok(());
         }
-        Ok(())
+        self.acquire().await
     }
 
     /// Takes a connection from the pool, with the pool's checks.
@@ -519,7 +534,9 @@ impl Lease {
         if stmts.is_empty() {
             return Ok(());
         }
-        self.ensure_conn().await?;
+        if !self.has_conn() {
+            self.fill_conn().await?;
+        }
         self.set_phase(Phase::Control);
         let begin = self.actx.entry.db.begin.as_deref();
         for &stmt in stmts {

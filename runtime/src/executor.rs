@@ -135,7 +135,11 @@ async fn target<DB: Backend>(alias: &str) -> Result<(Target<DB>, Option<Arc<Alia
             return Ok((Target::Pool(pool.clone()), rec));
         }
     }
-    let mut lease = match actx.lease().await {
+    let leased = match actx.try_lease() {
+        Some(leased) => leased,
+        None => actx.lease().await,
+    };
+    let mut lease = match leased {
         Ok(l) => l,
         Err(e) => {
             // A refused query still dooms the block (3.2): its caller may ignore the error.
@@ -145,7 +149,9 @@ async fn target<DB: Backend>(alias: &str) -> Result<(Target<DB>, Option<Arc<Alia
     };
     // Take the connection before touching the state, so that a cancellation here leaves the
     // state as it was.
-    lease.ensure_conn().await?;
+    if !lease.has_conn() {
+        lease.fill_conn().await?;
+    }
     let route = {
         let mut st = actx.state();
         if innermost != st.top_block() {
