@@ -15,10 +15,10 @@ machine's caches (it prints their sizes). Two runs of one binary on a quiet mach
 changes that more, so run it alone. BENCHMARKS.md (sections 1 and 4) explains why the L1i column
 matters more than the instruction count here.
 
-`--footprint` adds a column: the code executed on every iteration, in KiB. A third run, under
-callgrind with `--dump-instr=yes`, counts how often each instruction ran in N iterations; every
-64-byte line holding an instruction that ran at least N times is code the iteration needs each
-time it runs. While a transaction waits for the server, the server's process runs on the same
+`--footprint` adds a column: the code executed on every iteration, in KiB. Two more runs, under
+callgrind with `--dump-instr=yes`, count how often each instruction ran with 0 and with N
+iterations; every 64-byte line holding an instruction that ran at least N times more in the
+second is code the iteration needs each time it runs. While a transaction waits for the server, the server's process runs on the same
 cores and evicts part of the caches, so each round trip brings this code back from a slower
 cache: its size, more than the instruction count, is what a transaction pays for (BENCHMARKS.md,
 session 7).
@@ -55,7 +55,14 @@ CASES = [
 ]
 
 def footprint(exe: pathlib.Path, case: str, iters: int) -> float:
-    """KiB of code lines holding an instruction executed at least `iters` times."""
+    """KiB of code lines holding an instruction executed at least once per iteration."""
+    base, full = executions(exe, case, 0), executions(exe, case, iters)
+    lines = {a >> 6 for a, n in full.items() if n - base.get(a, 0) >= iters}
+    return len(lines) * 64 / 1024
+
+
+def executions(exe: pathlib.Path, case: str, iters: int) -> dict:
+    """How often each instruction address ran, under callgrind."""
     with tempfile.TemporaryDirectory() as tmp:
         out = pathlib.Path(tmp) / "callgrind.out"
         run = subprocess.run(
@@ -83,8 +90,7 @@ def footprint(exe: pathlib.Path, case: str, iters: int) -> float:
                 addr, _, ir = (line.split() + ["0", "0"])[:3]
                 a = int(addr, 16)
                 executed[a] = executed.get(a, 0) + int(ir)
-    lines = {a >> 6 for a, n in executed.items() if n >= iters}
-    return len(lines) * 64 / 1024
+    return executed
 
 
 EVENTS = [(r"I\s+refs", "Instructions"), (r"I1\s+misses", "L1i misses"), (r"D1\s+misses", "L1d misses")]
