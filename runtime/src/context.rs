@@ -358,8 +358,9 @@ impl AliasCtx {
     }
 
     /// Takes the task's connection slot at once; `None` if another branch of this task holds it
-    /// (then wait with [`lease`](Self::lease)). The hot paths call this first, so that an
-    /// uncontended lease runs no future.
+    /// (then wait with [`lease`](Self::lease)), and the `Busy` error if a result stream holds it
+    /// (waiting would deadlock). The hot paths call this first, so that an uncontended lease
+    /// runs no future.
     #[inline]
     pub(crate) fn try_lease(self: &Arc<Self>) -> Option<Result<Lease, Error>> {
         let mut slot = lock(&self.slot);
