@@ -65,15 +65,8 @@ def executions(exe: pathlib.Path, case: str, iters: int) -> dict:
     """How often each instruction address ran, under callgrind."""
     with tempfile.TemporaryDirectory() as tmp:
         out = pathlib.Path(tmp) / "callgrind.out"
-        run = subprocess.run(
-            ["valgrind", "--tool=callgrind", "--dump-instr=yes", "--compress-pos=no",
-             f"--callgrind-out-file={out}", str(exe)],
-            env={"SQLX_ATOMIC_PROFILE": case, "SQLX_ATOMIC_PROFILE_ITERS": str(iters), **_passthrough()},
-            capture_output=True,
-            text=True,
-        )
-        if run.returncode != 0:
-            sys.exit(f"{case}: exit {run.returncode}\n{run.stderr[-2000:]}")
+        valgrind(exe, case, iters, ["--tool=callgrind", "--dump-instr=yes", "--compress-pos=no",
+                                    f"--callgrind-out-file={out}"])
         executed: dict[int, int] = {}
         after_call = False
         with open(out) as f:
@@ -107,21 +100,28 @@ def binary(bench: str) -> pathlib.Path:
 def counts(exe: pathlib.Path, case: str, iters: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = pathlib.Path(tmp) / "cachegrind.out"
-        run = subprocess.run(
-            ["valgrind", "--tool=cachegrind", "--cache-sim=yes", f"--cachegrind-out-file={out}", str(exe)],
-            env={"SQLX_ATOMIC_PROFILE": case, "SQLX_ATOMIC_PROFILE_ITERS": str(iters), **_passthrough()},
-            capture_output=True,
-            text=True,
-        )
-    if run.returncode != 0:
-        sys.exit(f"{case}: exit {run.returncode}\n{run.stderr[-2000:]}")
+        stderr = valgrind(exe, case, iters, ["--tool=cachegrind", "--cache-sim=yes",
+                                             f"--cachegrind-out-file={out}"])
     got = {}
     for key, _ in EVENTS:
-        m = re.search(key + r":\s+([\d,]+)", run.stderr)
+        m = re.search(key + r":\s+([\d,]+)", stderr)
         if not m:
             sys.exit(f"{case}: no {key!r} in cachegrind's summary")
         got[key] = int(m.group(1).replace(",", ""))
     return got
+
+
+def valgrind(exe: pathlib.Path, case: str, iters: int, tool: list) -> str:
+    """Runs the bench's profiling mode for `case` under valgrind with `tool`'s options; its stderr."""
+    run = subprocess.run(
+        ["valgrind", *tool, str(exe)],
+        env={"SQLX_ATOMIC_PROFILE": case, "SQLX_ATOMIC_PROFILE_ITERS": str(iters), **_passthrough()},
+        capture_output=True,
+        text=True,
+    )
+    if run.returncode != 0:
+        sys.exit(f"{case}: exit {run.returncode}\n{run.stderr[-2000:]}")
+    return run.stderr
 
 
 def _passthrough() -> dict:

@@ -117,11 +117,7 @@ impl Frame {
             link = l.parent.as_deref();
         }
         // Below the chain: the request's deferred block on the alias, if any.
-        self.ctx()
-            .deferred
-            .iter()
-            .position(|&i| i == alias)
-            .map(|k| k as u64 + 1)
+        self.ctx().deferred_block(alias)
     }
 
     pub(crate) fn current() -> Option<Frame> {
@@ -228,6 +224,14 @@ impl Context {
             .filter_map(|(k, &index)| Some((k as u64 + 1, self.existing_alias(index)?)))
     }
 
+    /// The id of the request's deferred block on alias `index` (`deferred[k]` has id `k + 1`).
+    fn deferred_block(&self, index: usize) -> Option<u64> {
+        self.deferred
+            .iter()
+            .position(|&i| i == index)
+            .map(|k| k as u64 + 1)
+    }
+
     /// The alias's context if this task has created it, without creating it.
     pub(crate) fn existing_alias(&self, index: usize) -> Option<Arc<AliasCtx>> {
         match self.aliases.get(index) {
@@ -266,8 +270,7 @@ impl Context {
 
     fn new_alias(self: &Arc<Self>, entry: &'static Arc<AliasEntry>) -> Arc<AliasCtx> {
         let mut state = TxState::new(entry.db.autocommit, entry.tracks_abort());
-        if let Some(k) = self.deferred.iter().position(|&i| i == entry.index) {
-            let id = k as u64 + 1;
+        if let Some(id) = self.deferred_block(entry.index) {
             // The request's block on this alias begins now, lazily as any block.
             match state.enter(id, BlockOpts::default()) {
                 Ok(()) => {
@@ -363,21 +366,21 @@ impl AliasCtx {
     /// runs no future.
     #[inline]
     pub(crate) fn try_lease(self: &Arc<Self>) -> Option<Result<Lease, Error>> {
-        let mut slot = lock(&self.slot);
-        if !slot.held {
-            return Some(Ok(self.take_slot(&mut slot)));
-        }
-        slot.streaming.then(|| Err(self.err(ErrorKind::Busy)))
+        self.take_slot(&mut lock(&self.slot))
     }
 
-    fn take_slot(self: &Arc<Self>, slot: &mut Slot) -> Lease {
+    /// What the slot answers now (see `try_lease`), under its lock.
+    fn take_slot(self: &Arc<Self>, slot: &mut Slot) -> Option<Result<Lease, Error>> {
+        if slot.held {
+            return slot.streaming.then(|| Err(self.err(ErrorKind::Busy)));
+        }
         slot.held = true;
-        Lease {
+        Some(Ok(Lease {
             conn: slot.conn.take(),
             untested: slot.untested,
             actx: self.clone(),
             phase: Phase::Idle,
-        }
+        }))
     }
 
     /// Takes the task's connection slot, waiting for another branch of this task to finish its
@@ -386,11 +389,8 @@ impl AliasCtx {
         loop {
             let freed = {
                 let mut slot = lock(&self.slot);
-                if !slot.held {
-                    return Ok(self.take_slot(&mut slot));
-                }
-                if slot.streaming {
-                    return Err(self.err(ErrorKind::Busy));
+                if let Some(leased) = self.take_slot(&mut slot) {
+                    return leased;
                 }
                 slot.waiting = true;
                 // Made under the lock, before the holder can let go: `notify_waiters` wakes
