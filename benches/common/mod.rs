@@ -131,7 +131,14 @@ pub fn criterion() -> Criterion {
 /// A paired comparison, robust to the load of a shared machine: `rounds` rounds, each timing
 /// `batch` runs of `a`, `2 × batch` runs of `b`, then `batch` runs of `a` again (A B B A, so that
 /// a drift within the round and the order both cancel). Prints the median and quartiles of the
-/// per-round ratio time(A) / time(B), and the ratio of the totals.
+/// per-round ratio time(A) / time(B), a 95 % confidence interval of that median, and the ratio of
+/// the totals.
+///
+/// The interval makes no assumption about the ratios' distribution: the median of `n` rounds lies
+/// between the order statistics of ranks `n/2 ∓ 1.96 √n / 2` with 95 % confidence (the sign
+/// test's interval; rounds are independent, since each has its own A B B A). A target is met
+/// when the whole interval is on its side of the bound, missed when the whole interval is on the
+/// other, and undecided by the run when the interval contains the bound.
 pub fn paired<A, B, FA, FB>(
     rt: &tokio::runtime::Runtime,
     label: &str,
@@ -180,10 +187,12 @@ pub fn paired<A, B, FA, FB>(
         }
         ratios.sort_by(f64::total_cmp);
         let q = |p: f64| ratios[((ratios.len() - 1) as f64 * p).round() as usize];
+        let (lo, hi) = median_interval(&ratios);
         let n = (rounds * batch * 2) as f64;
         println!(
             "{label}: A {:.2} µs, B {:.2} µs per run (means); A/B per round: median {:.4} \
-             (quartiles {:.4}–{:.4}); A/B of totals {:.4}; {rounds} rounds of A B B A × {batch} runs",
+             (95 % interval {lo:.4}–{hi:.4}; quartiles {:.4}–{:.4}); A/B of totals {:.4}; \
+             {rounds} rounds of A B B A × {batch} runs",
             ta.as_secs_f64() * 1e6 / n,
             tb.as_secs_f64() * 1e6 / n,
             q(0.5),
@@ -192,4 +201,19 @@ pub fn paired<A, B, FA, FB>(
             ta.as_secs_f64() / tb.as_secs_f64(),
         );
     });
+}
+
+/// The distribution-free 95 % confidence interval of the median of `sorted` (ascending): the
+/// order statistics of ranks `n/2 ∓ 1.96 √n / 2` (normal approximation of the binomial, good
+/// from a few dozen rounds on).
+pub fn median_interval(sorted: &[f64]) -> (f64, f64) {
+    let n = sorted.len();
+    if n == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let half = 1.96 * (n as f64).sqrt() / 2.0;
+    let mid = n as f64 / 2.0;
+    let lo = (mid - half).floor().max(0.0) as usize;
+    let hi = ((mid + half).ceil() as usize).min(n - 1);
+    (sorted[lo], sorted[hi])
 }

@@ -16,10 +16,19 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// let err = sqlx_atomic::Error::from(sqlx::Error::RowNotFound);
 /// assert!(err.as_sqlx().is_some());
 /// ```
-pub struct Error {
+pub struct Error(Box<Inner>);
+
+/// An error's contents, boxed: `Error` is one pointer, so that a `Result<T, Error>` is hardly
+/// larger than `T` and moves cheaply through the futures of every block and query.
+struct Inner {
     alias: Option<Arc<str>>,
     kind: ErrorKind,
 }
+
+const _: () = assert!(
+    std::mem::size_of::<Result<(), Error>>() == std::mem::size_of::<usize>(),
+    "a Result<(), Error> is one pointer"
+);
 
 /// What went wrong; see [`Error::kind`].
 #[derive(Debug)]
@@ -93,40 +102,35 @@ pub enum ErrorKind {
 }
 
 impl Error {
+    fn make(alias: Option<Arc<str>>, kind: ErrorKind) -> Self {
+        Error(Box::new(Inner { alias, kind }))
+    }
+
     pub(crate) fn new(alias: Option<&Arc<str>>, kind: ErrorKind) -> Self {
-        Error {
-            alias: alias.cloned(),
-            kind,
-        }
+        Error::make(alias.cloned(), kind)
     }
 
     pub(crate) fn at(alias: &Arc<str>, kind: ErrorKind) -> Self {
-        Error {
-            alias: Some(alias.clone()),
-            kind,
-        }
+        Error::make(Some(alias.clone()), kind)
     }
 
     pub(crate) fn named(alias: &str, kind: ErrorKind) -> Self {
-        Error {
-            alias: Some(Arc::from(alias)),
-            kind,
-        }
+        Error::make(Some(Arc::from(alias)), kind)
     }
 
     /// What went wrong.
     pub fn kind(&self) -> &ErrorKind {
-        &self.kind
+        &self.0.kind
     }
 
     /// The database alias the error concerns, if any.
     pub fn alias(&self) -> Option<&str> {
-        self.alias.as_deref()
+        self.0.alias.as_deref()
     }
 
     /// The sqlx error inside, if this is one.
     pub fn as_sqlx(&self) -> Option<&sqlx::Error> {
-        match &self.kind {
+        match &self.0.kind {
             ErrorKind::Sqlx(e) => Some(e),
             _ => None,
         }
@@ -134,25 +138,25 @@ impl Error {
 
     /// Whether this is a database error (from the server).
     pub fn is_database(&self) -> bool {
-        matches!(&self.kind, ErrorKind::Sqlx(sqlx::Error::Database(_)))
+        matches!(&self.0.kind, ErrorKind::Sqlx(sqlx::Error::Database(_)))
     }
 
     /// Turns this error into an `sqlx::Error`: the sqlx error itself, or ours wrapped in
     /// `sqlx::Error::Configuration` (recovered by `From<sqlx::Error> for Error`).
     pub fn into_sqlx(self) -> sqlx::Error {
-        match self.kind {
+        match self.0.kind {
             ErrorKind::Sqlx(e) => e,
             _ => sqlx::Error::Configuration(Box::new(self)),
         }
     }
 
     pub(crate) fn kind_owned(self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
     pub(crate) fn with_alias(mut self, alias: &Arc<str>) -> Self {
-        if self.alias.is_none() {
-            self.alias = Some(alias.clone());
+        if self.0.alias.is_none() {
+            self.0.alias = Some(alias.clone());
         }
         self
     }
@@ -163,15 +167,9 @@ impl From<sqlx::Error> for Error {
         match e {
             sqlx::Error::Configuration(inner) => match inner.downcast::<Error>() {
                 Ok(ours) => *ours,
-                Err(other) => Error {
-                    alias: None,
-                    kind: ErrorKind::Sqlx(sqlx::Error::Configuration(other)),
-                },
+                Err(other) => Error::make(None, ErrorKind::Sqlx(sqlx::Error::Configuration(other))),
             },
-            e => Error {
-                alias: None,
-                kind: ErrorKind::Sqlx(e),
-            },
+            e => Error::make(None, ErrorKind::Sqlx(e)),
         }
     }
 }
@@ -259,9 +257,9 @@ impl fmt::Display for ErrorKind {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.alias {
-            Some(a) => write!(f, "database `{a}`: {}", self.kind),
-            None => write!(f, "{}", self.kind),
+        match &self.0.alias {
+            Some(a) => write!(f, "database `{a}`: {}", self.0.kind),
+            None => write!(f, "{}", self.0.kind),
         }
     }
 }
@@ -269,15 +267,15 @@ impl fmt::Display for Error {
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Error")
-            .field("alias", &self.alias)
-            .field("kind", &self.kind)
+            .field("alias", &self.0.alias)
+            .field("kind", &self.0.kind)
             .finish()
     }
 }
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.kind {
+        match &self.0.kind {
             ErrorKind::Sqlx(e) => Some(e),
             ErrorKind::Hook { source, .. } => Some(&**source),
             _ => None,
