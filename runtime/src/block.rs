@@ -125,7 +125,14 @@ impl Atomic {
                 // The outermost block of the task: its context lives as long as the block. Only
                 // the body runs in a task-local scope (with the block's frame); the block's own
                 // entry and exit do not read it, so they are not wrapped in a second one.
-                None => self.run_in(Frame::root(Context::new(false)), body).await,
+                // Its context is the thread's spare one when there is one, and becomes it again
+                // when the block leaves it idle.
+                None => {
+                    let ctx = Context::new(false);
+                    let out = self.run_in(Frame::root(ctx.clone()), body).await;
+                    Context::recycle(ctx);
+                    out
+                }
             }
         }
     }

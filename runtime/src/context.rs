@@ -1,7 +1,8 @@
 //! The per-task ambient context: for each alias, the transaction state and the task's connection.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use crate::backend::{AnyConn, Backend};
 use crate::config::AliasEntry;
@@ -11,6 +12,14 @@ use crate::state::{BlockOpts, Control, TxState};
 
 tokio::task_local! {
     static FRAME: Frame;
+}
+
+thread_local! {
+    /// A plain context that an outermost block on this thread left idle, kept for the next one
+    /// (see `Context::recycle`): three allocations fewer per transaction.
+    static SPARE: Cell<Option<Arc<Context>>> = const { Cell::new(None) };
+    /// The same for the contexts of requests (see the web layer).
+    static REQUEST_SPARE: Cell<Option<Arc<Context>>> = const { Cell::new(None) };
 }
 
 /// What a future sees of the context: the task's context and the chain of blocks it runs in.
@@ -185,13 +194,71 @@ impl Drop for Context {
 }
 
 impl Context {
+    /// A plain context (no request blocks): the thread's spare one if there is one, else a new
+    /// one.
     pub(crate) fn new(record: bool) -> Arc<Self> {
+        if !record && let Some(ctx) = SPARE.try_with(Cell::take).ok().flatten() {
+            return ctx;
+        }
         Self::with_deferred(record, &[])
+    }
+
+    /// Ends the use of `ctx`, the context of an outermost block or of a request that has ended:
+    /// if nothing else holds it and every alias it touched is idle (no block, no transaction, no
+    /// connection), it is reset to its initial state and becomes the thread's spare context,
+    /// which `new` (or `for_request`) hands to the next outermost block (or request) as if new.
+    /// Otherwise it is dropped as usual (rolling back what is left, see `AliasCtx`'s drop).
+    pub(crate) fn recycle(mut ctx: Arc<Self>) {
+        if !ctx.reset() {
+            return;
+        }
+        let spare = if ctx.deferred.is_empty() {
+            &SPARE
+        } else {
+            &REQUEST_SPARE
+        };
+        // If the thread's locals are being destroyed, the closure is dropped with `ctx`.
+        let _ = spare.try_with(move |spare| spare.set(Some(ctx)));
+    }
+
+    /// Resets a context that nothing else holds and whose aliases are all idle: each alias is
+    /// as new, with the request's block on it entered again (a request's context).
+    fn reset(self: &mut Arc<Self>) -> bool {
+        let Some(ctx) = Arc::get_mut(self) else {
+            return false;
+        };
+        let registered = crate::config::registry().map_or(0, |r| r.entries.len());
+        let ended = std::mem::take(ctx.request_ended.get_mut());
+        if ctx.recorder.is_some()
+            || (!ctx.deferred.is_empty() && !ended)
+            || ctx.aliases.len() != registered
+            || !get_mut(&mut ctx.late).is_empty()
+            || get_mut(&mut ctx.request_error).is_some()
+        {
+            // Dropped as it is: a request's blocks that did not end are cancelled.
+            *ctx.request_ended.get_mut() = ended;
+            return false;
+        }
+        let deferred = ctx.deferred;
+        for (index, slot) in ctx.aliases.iter_mut().enumerate() {
+            if let Some(actx) = slot.get_mut()
+                && !Arc::get_mut(actx).is_some_and(|a| a.reset(deferred_block(deferred, index)))
+            {
+                return false;
+            }
+        }
+        *ctx.next_block.get_mut() = deferred.len() as u64 + 1;
+        true
     }
 
     /// The context of one request, with a deferred outermost block on each alias of `aliases`
     /// (registry indices), whose ids are 1, 2, … in that order.
     pub(crate) fn for_request(aliases: &'static [usize]) -> Arc<Self> {
+        if let Some(ctx) = REQUEST_SPARE.try_with(Cell::take).ok().flatten()
+            && std::ptr::eq(ctx.deferred, aliases)
+        {
+            return ctx;
+        }
         Self::with_deferred(false, aliases)
     }
 
@@ -224,12 +291,9 @@ impl Context {
             .filter_map(|(k, &index)| Some((k as u64 + 1, self.existing_alias(index)?)))
     }
 
-    /// The id of the request's deferred block on alias `index` (`deferred[k]` has id `k + 1`).
+    /// The id of the request's deferred block on alias `index`.
     fn deferred_block(&self, index: usize) -> Option<u64> {
-        self.deferred
-            .iter()
-            .position(|&i| i == index)
-            .map(|k| k as u64 + 1)
+        deferred_block(self.deferred, index)
     }
 
     /// The alias's context if this task has created it, without creating it.
@@ -302,9 +366,23 @@ impl Context {
     }
 }
 
+/// The id of the deferred block on alias `index` among a request's `deferred` blocks
+/// (`deferred[k]` has id `k + 1`).
+fn deferred_block(deferred: &[usize], index: usize) -> Option<u64> {
+    deferred
+        .iter()
+        .position(|&i| i == index)
+        .map(|k| k as u64 + 1)
+}
+
 /// Locks a std mutex, ignoring poisoning: our critical sections never leave data half-changed.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A std mutex's data through `&mut`, ignoring poisoning (as `lock`).
+fn get_mut<T>(m: &mut Mutex<T>) -> &mut T {
+    m.get_mut().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// One alias in one task.
@@ -338,6 +416,23 @@ struct Slot {
 }
 
 impl AliasCtx {
+    /// Back to the state of a new alias context, if nothing is open on it (no block, no
+    /// transaction, no connection held), with the request's block `deferred` entered again.
+    fn reset(&mut self, deferred: Option<u64>) -> bool {
+        let slot = get_mut(&mut self.slot);
+        if slot.held || slot.conn.is_some() {
+            return false;
+        }
+        let entry = self.entry;
+        let state = get_mut(&mut self.state);
+        if !state.is_idle(entry.db.autocommit) {
+            return false;
+        }
+        *state = TxState::new(entry.db.autocommit, entry.tracks_abort());
+        *slot = Slot::default();
+        deferred.is_none_or(|id| state.enter(id, BlockOpts::default()).is_ok())
+    }
+
     pub(crate) fn name(&self) -> &Arc<str> {
         &self.entry.name
     }

@@ -351,6 +351,8 @@ mod layer {
         // Dropped before this point (the request's future was), the context cancels the
         // request's blocks itself.
         ctx.request_ended();
+        let request_error = lock(&ctx.request_error).take();
+        Context::recycle(ctx);
         let failure = match ran {
             Ok(failure) => failure,
             // A hook panicked (the handler's own panic is caught above).
@@ -369,7 +371,7 @@ mod layer {
                     tracing::error!(target: "sqlx_atomic", error = %e, "request transaction failed; answering 500");
                     return Ok(server_error());
                 }
-                if let Some(e) = lock(&ctx.request_error).take() {
+                if let Some(e) = request_error {
                     tracing::error!(target: "sqlx_atomic", error = %e, "request rolled back");
                     return Ok(server_error());
                 }

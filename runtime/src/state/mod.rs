@@ -637,6 +637,17 @@ impl<H> TxState<H> {
     }
 
     /// The task's scope ended: an open manual transaction must be rolled back.
+    /// Whether nothing is open: no block, no transaction (not even one whose BEGIN is owed), and
+    /// autocommit as the alias is configured (`autocommit`). A context whose aliases are all
+    /// idle can be reused by another task as if new.
+    pub(crate) fn is_idle(&self, autocommit: bool) -> bool {
+        self.blocks.is_empty()
+            && !self.txn_open
+            && self.autocommit == autocommit
+            && self.hooks.is_empty()
+            && self.opted_out.is_none()
+    }
+
     pub(crate) fn scope_end(&mut self) -> bool {
         let must_rollback = self.txn_open && self.begun && !self.lost;
         self.hooks.clear();
