@@ -711,3 +711,95 @@ impl Drop for Lease {
         }
     }
 }
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use super::*;
+    use crate::{Atomic, Database, Databases};
+
+    fn runtime() -> tokio::runtime::Runtime {
+        static INSTALLED: OnceLock<()> = OnceLock::new();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        INSTALLED.get_or_init(|| {
+            let _in_runtime = rt.enter();
+            Databases::new()
+                .add(
+                    "default",
+                    Database::connect_lazy("sqlite::memory:").unwrap(),
+                )
+                .install()
+                .unwrap();
+        });
+        rt
+    }
+
+    /// The context the current block runs in.
+    fn current() -> *const Context {
+        Frame::with_current(|f| Arc::as_ptr(f.ctx())).expect("in a block")
+    }
+
+    fn spare() -> Option<*const Context> {
+        SPARE.with(|s| {
+            let ctx = s.take();
+            let ptr = ctx.as_ref().map(Arc::as_ptr);
+            s.set(ctx);
+            ptr
+        })
+    }
+
+    async fn select_one() -> Result<(), Error> {
+        let db = crate::sqlite("default");
+        sqlx::query("SELECT 1").execute(&db).await?;
+        Ok(())
+    }
+
+    #[test]
+    fn an_idle_context_is_reused_by_the_next_outermost_block_as_new() {
+        runtime().block_on(async {
+            let first = Atomic::new()
+                .run(async {
+                    select_one().await?;
+                    Err::<*const Context, _>(Error::from(sqlx::Error::RowNotFound))
+                })
+                .await;
+            assert!(first.is_err());
+            let kept = spare().expect("the failed block left its context idle: it is the spare");
+            let second = Atomic::new()
+                .durable(true)
+                .run(async {
+                    // As new: no block left open by the first one (durable would refuse), the
+                    // rollback flag clear, and the first query begins a transaction again.
+                    assert!(!crate::get_rollback()?);
+                    assert_eq!(Frame::with_current(|f| f.innermost(0)), Some(Some(1)));
+                    select_one().await?;
+                    Ok::<_, Error>(current())
+                })
+                .await
+                .unwrap();
+            assert_eq!(second, kept);
+            assert_eq!(spare(), Some(kept), "the second block gave it back");
+        });
+    }
+
+    #[test]
+    fn a_context_still_held_is_not_reused() {
+        runtime().block_on(async {
+            let held = Atomic::new()
+                .run(async {
+                    select_one().await?;
+                    Ok::<_, Error>(Frame::with_current(|f| f.ctx().clone()).unwrap())
+                })
+                .await
+                .unwrap();
+            assert_eq!(spare(), None);
+            let other = Atomic::new()
+                .run(async { Ok::<_, Error>(current()) })
+                .await
+                .unwrap();
+            assert_ne!(other, Arc::as_ptr(&held));
+        });
+    }
+}
