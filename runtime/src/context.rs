@@ -423,13 +423,11 @@ impl AliasCtx {
         if slot.held || slot.conn.is_some() {
             return false;
         }
-        let entry = self.entry;
+        *slot = Slot::default();
         let state = get_mut(&mut self.state);
-        if !state.is_idle(entry.db.autocommit) {
+        if !state.renew(self.entry.db.autocommit) {
             return false;
         }
-        *state = TxState::new(entry.db.autocommit, entry.tracks_abort());
-        *slot = Slot::default();
         deferred.is_none_or(|id| state.enter(id, BlockOpts::default()).is_ok())
     }
 

@@ -648,6 +648,18 @@ impl<H> TxState<H> {
             && self.opted_out.is_none()
     }
 
+    /// Makes an idle state (see `is_idle`) as new and returns true; returns false, changing
+    /// nothing, if it is not idle.
+    pub(crate) fn renew(&mut self, autocommit: bool) -> bool {
+        if !self.is_idle(autocommit) {
+            return false;
+        }
+        // Everything else was reset when its transaction ended (`end_transaction`).
+        self.next_sp = 0;
+        self.reset_sp_counter = false;
+        true
+    }
+
     pub(crate) fn scope_end(&mut self) -> bool {
         let must_rollback = self.txn_open && self.begun && !self.lost;
         self.hooks.clear();
