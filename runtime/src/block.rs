@@ -164,7 +164,12 @@ impl Atomic {
             Some(span) => body_frame.scope(body.instrument(span)).await,
         };
         guard.armed = false;
-        exit(&actx, id, depth, outcome).await
+        let body_ok = matches!(&outcome, Ok(r) if r.__is_ok());
+        // All of the block's work is in `end_block`, polled through one function that is not
+        // inlined: its code is compiled once, shared by the blocks of every result type.
+        let mut end = std::pin::pin!(end_block(&actx, id, depth, body_ok));
+        let error = std::future::poll_fn(|cx| poll_shared(end.as_mut(), cx)).await;
+        resolve(outcome, error)
     }
 
     /// Enters the block in `frame`'s context: everything before the body runs that does not
@@ -261,20 +266,6 @@ impl Drop for ExitGuard<'_> {
     }
 }
 
-pub(crate) async fn exit<R: AtomicResult>(
-    actx: &Arc<AliasCtx>,
-    id: u64,
-    depth: usize,
-    outcome: Result<R, Box<dyn std::any::Any + Send>>,
-) -> R {
-    let body_ok = matches!(&outcome, Ok(r) if r.__is_ok());
-    // All of the block's work is in `end_block`, polled through one function that is not
-    // inlined: its code is compiled once, shared by the blocks of every result type.
-    let mut end = std::pin::pin!(end_block(actx, id, depth, body_ok));
-    let error = std::future::poll_fn(|cx| poll_shared(end.as_mut(), cx)).await;
-    resolve(outcome, error)
-}
-
 /// Polls `fut` out of line, so that a non-generic future awaited from generic ones is compiled
 /// once rather than into each of them.
 #[inline(never)]
@@ -312,11 +303,13 @@ pub(crate) async fn end_block(
     }
     let error = plan.error.map(|k| actx.err(k));
     if !plan.stmts.is_empty() || plan.close_connection {
-        if actx.slot_streaming() {
-            return Some(stream_outlived_block(actx));
-        }
         let mut exit_guard = ExitGuard { actx, armed: true };
         let leased = match actx.try_lease() {
+            // Only a result stream's hold refuses at once.
+            Some(Err(_)) => {
+                exit_guard.armed = false;
+                return Some(stream_outlived_block(actx));
+            }
             Some(leased) => leased,
             None => actx.lease().await,
         };

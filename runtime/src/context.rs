@@ -518,10 +518,6 @@ impl AliasCtx {
             }
         }
     }
-
-    pub(crate) fn slot_streaming(&self) -> bool {
-        lock(&self.slot).streaming
-    }
 }
 
 impl Drop for AliasCtx {

@@ -760,6 +760,30 @@ t!(
     }
 );
 
+t!(
+    rule_7_5_stream_outliving_its_block_fails_the_block_and_rolls_back,
+    |fx| {
+        use futures::TryStreamExt;
+        let r = atomic()
+            .run(async {
+                ins(&fx, 1).await?;
+                ins(&fx, 2).await?;
+                let sql = format!("SELECT v FROM {}", fx.table);
+                let mut s = sqlx::query(AssertSqlSafe(sql)).fetch(db());
+                let _first = s.try_next().await?;
+                // Returned still open: it holds the transaction's connection past the block.
+                Ok::<_, Error>(s)
+            })
+            .await;
+        let e = r.err().expect("the block cannot commit under an open stream");
+        assert!(matches!(e.kind(), ErrorKind::StreamOutlivedBlock), "{e}");
+        assert_eq!(fx.committed().await, Vec::<i64>::new());
+        // The task's next block starts clean, on another connection.
+        atomic().run(async { ins(&fx, 3).await }).await.unwrap();
+        assert_eq!(fx.committed().await, [3]);
+    }
+);
+
 t!(rule_7_5_fetch_variants_work_in_and_out_of_blocks, |fx| {
     use futures::TryStreamExt;
     for v in 1..=3 {
