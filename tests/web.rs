@@ -544,6 +544,64 @@ fn rule_8_4_mixed_aliases_commit_together_and_a_failed_commit_rolls_the_other_ba
     });
 }
 
+/// Requests served one after another on one thread reuse the request context (it is recycled
+/// when a request ends idle): a request that touches only one alias after one that touched both
+/// sends nothing to the other, and a hook registered there without a query still runs after the
+/// request commits.
+#[test]
+fn rule_8_4_requests_on_one_thread_touch_only_their_aliases() {
+    common::run(Backend::Postgres, |pg: Fx| async move {
+        let sq = Fx::new(Backend::Sqlite).await;
+        let (sq_t, pg_t) = (sq.table.clone(), pg.table.clone());
+        let (sq_t2, pg_t2) = (sq.table.clone(), pg.table.clone());
+        let app = Router::new()
+            .route(
+                "/both/{v}",
+                get(move |Path(v): Path<i64>| {
+                    let (sq_t, pg_t) = (sq_t.clone(), pg_t.clone());
+                    async move {
+                        insert("sqlite", &sq_t, v).await.unwrap();
+                        insert("pg", &pg_t, v).await.unwrap();
+                        StatusCode::OK
+                    }
+                }),
+            )
+            .route(
+                "/sqlite/{v}",
+                get(move |Path(v): Path<i64>| {
+                    let (sq_t, pg_t) = (sq_t2.clone(), pg_t2.clone());
+                    async move {
+                        insert("sqlite", &sq_t, v).await.unwrap();
+                        hook("pg", format!("{pg_t}:{v}")).await;
+                        StatusCode::OK
+                    }
+                }),
+            )
+            .route("/none", get(|| async { StatusCode::OK }))
+            .layer(AtomicRequestsLayer::new());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        assert_eq!(get_status(addr, "/both/1").await, 200);
+        assert_eq!(get_status(addr, "/sqlite/2").await, 200);
+        assert_eq!(get_status(addr, "/none").await, 200);
+        assert_eq!(get_status(addr, "/both/3").await, 200);
+        assert_eq!(get_status(addr, "/sqlite/4").await, 200);
+        assert_eq!(
+            (sq.committed().await, pg.committed().await),
+            (vec![1, 2, 3, 4], vec![1, 3])
+        );
+        assert_eq!(
+            hooks_of(&pg.table),
+            [format!("{}:2", pg.table), format!("{}:4", pg.table)]
+        );
+        sq.assert_pool_clean("sqlite").await;
+        pg.assert_pool_clean("pg").await;
+        sq.drop_table().await;
+    });
+}
+
 /// A request whose future is dropped in the middle of the handler (the client went away, a
 /// timeout layer fired): the request transaction is rolled back, no hook runs, and the pool ends
 /// with every connection idle and outside any transaction.

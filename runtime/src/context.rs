@@ -228,15 +228,13 @@ impl Context {
             return false;
         };
         let registered = crate::config::registry().map_or(0, |r| r.entries.len());
-        let ended = std::mem::take(ctx.request_ended.get_mut());
         if ctx.recorder.is_some()
-            || (!ctx.deferred.is_empty() && !ended)
+            || (!ctx.deferred.is_empty() && !*ctx.request_ended.get_mut())
             || ctx.aliases.len() != registered
             || !get_mut(&mut ctx.late).is_empty()
             || get_mut(&mut ctx.request_error).is_some()
         {
             // Dropped as it is: a request's blocks that did not end are cancelled.
-            *ctx.request_ended.get_mut() = ended;
             return false;
         }
         let deferred = ctx.deferred;
@@ -244,9 +242,11 @@ impl Context {
             if let Some(actx) = slot.get_mut()
                 && !Arc::get_mut(actx).is_some_and(|a| a.reset(deferred_block(deferred, index)))
             {
+                // Dropped: the aliases reset so far end as new ones would.
                 return false;
             }
         }
+        *ctx.request_ended.get_mut() = false;
         *ctx.next_block.get_mut() = deferred.len() as u64 + 1;
         true
     }
@@ -420,14 +420,11 @@ impl AliasCtx {
     /// transaction, no connection held), with the request's block `deferred` entered again.
     fn reset(&mut self, deferred: Option<u64>) -> bool {
         let slot = get_mut(&mut self.slot);
-        if slot.held || slot.conn.is_some() {
+        let state = get_mut(&mut self.state);
+        if slot.held || slot.conn.is_some() || !state.renew(self.entry.db.autocommit) {
             return false;
         }
         *slot = Slot::default();
-        let state = get_mut(&mut self.state);
-        if !state.renew(self.entry.db.autocommit) {
-            return false;
-        }
         deferred.is_none_or(|id| state.enter(id, BlockOpts::default()).is_ok())
     }
 
