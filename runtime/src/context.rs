@@ -246,7 +246,8 @@ impl Context {
                 return false;
             }
         }
-        *ctx.request_ended.get_mut() = false;
+        // A request's context stays marked ended while it is a spare, so that dropping it (the
+        // spare replaced, the thread ending) cancels nothing; `for_request` clears the mark.
         *ctx.next_block.get_mut() = deferred.len() as u64 + 1;
         true
     }
@@ -257,6 +258,7 @@ impl Context {
         if let Some(ctx) = REQUEST_SPARE.try_with(Cell::take).ok().flatten()
             && std::ptr::eq(ctx.deferred, aliases)
         {
+            ctx.request_ended.store(false, Ordering::Relaxed);
             return ctx;
         }
         Self::with_deferred(false, aliases)
