@@ -136,9 +136,10 @@ pub fn criterion() -> Criterion {
 ///
 /// The interval makes no assumption about the ratios' distribution: the median of `n` rounds lies
 /// between the order statistics of ranks `n/2 ∓ 1.96 √n / 2` with 95 % confidence (the sign
-/// test's interval; rounds are independent, since each has its own A B B A). A target is met
-/// when the whole interval is on its side of the bound, missed when the whole interval is on the
-/// other, and undecided by the run when the interval contains the bound.
+/// test's interval), if the rounds are independent. On a shared machine they are not quite (the
+/// load drifts more slowly than a round), so the interval is narrower than the spread between
+/// runs: the calibration (each side against itself) lands up to ±0.5 % from 1.00 with intervals
+/// that exclude it. Read a ratio against both (BENCHMARKS.md, session 8).
 pub fn paired<A, B, FA, FB>(
     rt: &tokio::runtime::Runtime,
     label: &str,

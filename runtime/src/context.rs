@@ -618,13 +618,16 @@ impl Lease {
         })
     }
 
-    /// Sends control statements in order; on failure the phase stays `Control` for the caller.
+    /// Sends control statements in order on the lease's connection, which the callers take
+    /// first (`fill_conn`: a query) or find there (an exit); a lease without one lost it, and
+    /// nothing is sent. Not filled here: a statement owed to a transaction belongs on its
+    /// connection, never on a fresh one.
     pub(crate) async fn send(&mut self, stmts: &[Control]) -> Result<(), Error> {
         if stmts.is_empty() {
             return Ok(());
         }
         if !self.has_conn() {
-            self.fill_conn().await?;
+            return Err(self.actx.err(ErrorKind::ConnectionLost));
         }
         self.set_phase(Phase::Control);
         let begin = self.actx.entry.db.begin.as_deref();
@@ -640,7 +643,7 @@ impl Lease {
             if self.actx.recording() {
                 self.actx.record(&text.to_string());
             }
-            let conn = self.conn.as_mut().expect("ensured above");
+            let conn = self.conn.as_mut().expect("checked above");
             let mut sent = conn.control(stmt, begin).await;
             // The connection was taken idle without a ping: this statement was its test.
             let tested_now = std::mem::take(&mut self.untested);

@@ -738,17 +738,27 @@ t!(rule_7_4_concurrent_blocks_in_join_are_refused, |fx| {
     assert_eq!(fx.committed().await, [1]);
 });
 
+/// Inserts 1 and 2, then opens a result stream over the table and reads its first row: the open
+/// stream holds the connection of the block it runs in.
+async fn open_stream(
+    fx: &Fx,
+) -> Result<futures::stream::BoxStream<'static, Result<<DB as sqlx::Database>::Row, sqlx::Error>>, Error>
+{
+    use futures::TryStreamExt;
+    ins(fx, 1).await?;
+    ins(fx, 2).await?;
+    let sql = format!("SELECT v FROM {}", fx.table);
+    let mut s = sqlx::query(AssertSqlSafe(sql)).fetch(db());
+    s.try_next().await?;
+    Ok(s)
+}
+
 t!(
     rule_7_5_stream_held_open_then_query_is_refused_not_hung,
     |fx| {
-        use futures::TryStreamExt;
         atomic()
             .run(async {
-                ins(&fx, 1).await?;
-                ins(&fx, 2).await?;
-                let sql = format!("SELECT v FROM {}", fx.table);
-                let mut s = sqlx::query(AssertSqlSafe(sql)).fetch(db());
-                let _first = s.try_next().await?;
+                let s = open_stream(&fx).await?;
                 let e = ins(&fx, 3).await.unwrap_err();
                 assert!(matches!(e.kind(), ErrorKind::Busy), "{e}");
                 drop(s);
@@ -763,14 +773,9 @@ t!(
 t!(
     rule_7_5_stream_outliving_its_block_fails_the_block_and_rolls_back,
     |fx| {
-        use futures::TryStreamExt;
         let r = atomic()
             .run(async {
-                ins(&fx, 1).await?;
-                ins(&fx, 2).await?;
-                let sql = format!("SELECT v FROM {}", fx.table);
-                let mut s = sqlx::query(AssertSqlSafe(sql)).fetch(db());
-                let _first = s.try_next().await?;
+                let s = open_stream(&fx).await?;
                 // Returned still open: it holds the transaction's connection past the block.
                 Ok::<_, Error>(s)
             })

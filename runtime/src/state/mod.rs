@@ -640,7 +640,7 @@ impl<H> TxState<H> {
     /// Whether nothing is open: no block, no transaction (not even one whose BEGIN is owed), and
     /// autocommit as the alias is configured (`autocommit`). A context whose aliases are all
     /// idle can be reused by another task as if new.
-    pub(crate) fn is_idle(&self, autocommit: bool) -> bool {
+    fn is_idle(&self, autocommit: bool) -> bool {
         self.blocks.is_empty()
             && !self.txn_open
             && self.autocommit == autocommit
