@@ -186,11 +186,9 @@ impl Atomic {
             st.enter(id, self.opts).map_err(|k| actx.err(k))?;
             st.depth()
         };
-        tracing::trace!(target: "sqlx_atomic", alias = %entry.name, depth, "atomic block entered");
         // Not even built when DEBUG is off for every subscriber (the usual production setting).
         let span = if tracing::level_enabled!(tracing::Level::DEBUG) {
-            Some(tracing::debug_span!(target: "sqlx_atomic", "atomic", alias = %entry.name, depth))
-                .filter(|s| !s.is_disabled())
+            entered_span(&entry.name, depth)
         } else {
             None
         };
@@ -298,7 +296,9 @@ pub(crate) async fn end_block(
         Err(k) => return Some(actx.err(k)),
     };
     if !plan.ends_transaction {
-        tracing::trace!(target: "sqlx_atomic", alias = %actx.name(), depth, ok = body_ok, "atomic block left");
+        if tracing::level_enabled!(tracing::Level::TRACE) {
+            trace_left(actx, depth, body_ok);
+        }
         return plan.error.map(|k| actx.err(k));
     }
     let error = plan.error.map(|k| actx.err(k));
@@ -340,7 +340,9 @@ pub(crate) async fn end_block(
         // block only prepared one.
         actx.release_now(false, false);
     }
-    tracing::debug!(target: "sqlx_atomic", alias = %actx.name(), committed = !plan.hooks.is_empty() || (body_ok && error.is_none()), "transaction ended");
+    if tracing::level_enabled!(tracing::Level::DEBUG) {
+        debug_ended(actx, !plan.hooks.is_empty() || (body_ok && error.is_none()));
+    }
     if error.is_none()
         && body_ok
         && !plan.hooks.is_empty()
@@ -349,6 +351,30 @@ pub(crate) async fn end_block(
         return Some(e);
     }
     error
+}
+
+// The events of every block, out of line: the code that builds them is not laid out between
+// the instructions a block runs when no subscriber wants them.
+
+/// The block's event and span, when a subscriber wants DEBUG.
+#[cold]
+#[inline(never)]
+fn entered_span(alias: &str, depth: usize) -> Option<tracing::Span> {
+    tracing::trace!(target: "sqlx_atomic", alias, depth, "atomic block entered");
+    Some(tracing::debug_span!(target: "sqlx_atomic", "atomic", alias, depth))
+        .filter(|s| !s.is_disabled())
+}
+
+#[cold]
+#[inline(never)]
+fn trace_left(actx: &AliasCtx, depth: usize, ok: bool) {
+    tracing::trace!(target: "sqlx_atomic", alias = %actx.name(), depth, ok, "atomic block left");
+}
+
+#[cold]
+#[inline(never)]
+fn debug_ended(actx: &AliasCtx, committed: bool) {
+    tracing::debug!(target: "sqlx_atomic", alias = %actx.name(), committed, "transaction ended");
 }
 
 /// A result stream still held the connection when its transaction ended.

@@ -438,6 +438,7 @@ impl AliasCtx {
         lock(&self.state)
     }
 
+    #[cold]
     pub(crate) fn err(&self, kind: ErrorKind) -> Error {
         Error::at(&self.entry.name, kind)
     }
@@ -633,13 +634,9 @@ impl Lease {
         let begin = self.actx.entry.db.begin.as_deref();
         for &stmt in stmts {
             let text = crate::backend::ControlText { stmt, begin };
-            tracing::debug!(
-                target: "sqlx_atomic",
-                alias = %self.actx.entry.name,
-                depth = self.actx.state().depth(),
-                statement = %text,
-                "transaction control"
-            );
+            if tracing::level_enabled!(tracing::Level::DEBUG) {
+                debug_control(&self.actx, &text);
+            }
             if self.actx.recording() {
                 self.actx.record(&text.to_string());
             }
@@ -648,16 +645,12 @@ impl Lease {
             // The connection was taken idle without a ping: this statement was its test.
             let tested_now = std::mem::take(&mut self.untested);
             if tested_now && let Err(e) = sent {
-                sent = match self.replace_dead(e).await {
-                    Ok(()) => {
-                        let conn = self.conn.as_mut().expect("replaced above");
-                        conn.control(stmt, begin).await
-                    }
-                    Err(e) => {
-                        self.set_phase(Phase::Idle);
-                        return Err(e);
-                    }
-                };
+                // Boxed: the retry is rare, and its futures are not laid out in every send's.
+                if let Err(e) = Box::pin(self.retry(e, stmt, begin)).await {
+                    self.set_phase(Phase::Idle);
+                    return Err(e);
+                }
+                sent = Ok(());
             }
             if let Err(e) = sent {
                 self.set_phase(Phase::Idle);
@@ -666,6 +659,21 @@ impl Lease {
         }
         self.set_phase(Phase::Idle);
         Ok(())
+    }
+
+    /// `stmt`, the first statement on an untested connection, failed with `e`: sends it again on
+    /// a pinged connection if that one is gone.
+    async fn retry(
+        &mut self,
+        e: sqlx::Error,
+        stmt: Control,
+        begin: Option<&str>,
+    ) -> Result<(), Error> {
+        self.replace_dead(e).await?;
+        let conn = self.conn.as_mut().expect("replaced above");
+        conn.control(stmt, begin)
+            .await
+            .map_err(|e| Error::from(e).with_alias(self.actx.name()))
     }
 
     /// Takes the connection out of the slot, to give it back to the pool or close it.
@@ -706,6 +714,20 @@ impl Drop for Lease {
             self.actx.freed.notify_waiters();
         }
     }
+}
+
+/// A control statement's event, out of line: the code that builds it is not laid out between
+/// the instructions of every transaction when no subscriber wants it.
+#[cold]
+#[inline(never)]
+fn debug_control(actx: &AliasCtx, text: &crate::backend::ControlText<'_>) {
+    tracing::debug!(
+        target: "sqlx_atomic",
+        alias = %actx.entry.name,
+        depth = actx.state().depth(),
+        statement = %text,
+        "transaction control"
+    );
 }
 
 #[cfg(all(test, feature = "sqlite"))]

@@ -97,6 +97,8 @@ enum Target<DB: Database> {
     Conn(Lease),
 }
 
+#[cold]
+#[inline(never)]
 fn sqlx_err(e: Error) -> sqlx::Error {
     e.into_sqlx()
 }

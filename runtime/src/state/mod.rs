@@ -304,6 +304,7 @@ impl<H> TxState<H> {
 
     /// A query failed (3.2): the enclosing block is doomed, and on PostgreSQL the server aborted
     /// the transaction.
+    #[cold]
     pub(crate) fn query_failed(&mut self, database_error: bool) {
         if self.in_block() {
             self.needs_rollback = true;
@@ -314,6 +315,7 @@ impl<H> TxState<H> {
     }
 
     /// An owed control statement failed to send: the transaction can only be rolled back whole.
+    #[cold]
     pub(crate) fn control_failed(&mut self) {
         self.broken = true;
         if self.in_block() {
