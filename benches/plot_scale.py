@@ -1,17 +1,24 @@
 #!/usr/bin/env python3
-"""Draws benches/scale.svg from criterion's results of `cargo bench --all-features --bench scale`.
+"""Draws benches/scale.svg from the results of the scale bench.
 
-    python3 benches/plot_scale.py
+    SQLX_ATOMIC_PAIRED=1 SQLX_ATOMIC_PAIRED_ROUNDS=300 cargo bench --all-features --bench scale | tee scale.txt
+    python3 benches/plot_scale.py --paired scale.txt       # the paired rounds (what BENCHMARKS.md shows)
+    python3 benches/plot_scale.py                          # criterion's results instead
 
-Reads target/criterion/scale_pg_pool10/{sqlx_atomic,sqlx}/{1,10,100,1000}/new/estimates.json
-(transactions per second = tasks / median time per iteration) and writes a line chart with a
-logarithmic x axis (concurrent tasks) as a self-contained SVG (no plotting library needed). Also
-prints the table that BENCHMARKS.md shows.
+With `--paired`, reads the paired mode's lines (`scale/<tasks> tasks x <n> transactions: ...
+A <µs>, B <µs> per run (means); A/B per round: median <ratio> ...`): transactions per second =
+tasks × n / mean time of a run, and the throughput ratio = 1 / the median per-round time ratio.
+Without it, reads target/criterion/scale_pg_pool10/{sqlx_atomic,sqlx}/{1,10,100,1000}/new/
+estimates.json (transactions per second = tasks / median time per iteration; with one task these
+swing by ±20 % between runs, see `benches/scale.rs`). Writes a line chart with a logarithmic x axis
+(concurrent tasks) as a self-contained SVG (no plotting library needed), and prints the table.
 """
 
+import argparse
 import json
 import math
 import pathlib
+import re
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GROUP = ROOT / "target" / "criterion" / "scale_pg_pool10"
@@ -25,14 +32,48 @@ def tx_per_s(function: str, tasks: int) -> float:
     return tasks * 1e9 / est["median"]["point_estimate"]
 
 
-def main() -> None:
-    data = {f: [tx_per_s(f, t) for t in TASKS] for f, _, _ in SERIES}
+PAIRED = re.compile(
+    r"scale/(\d+) tasks x (\d+) transactions: .*?A ([\d.]+) µs, B ([\d.]+) µs per run.*?median ([\d.]+) "
+    r"\(95 % interval ([\d.]+)–([\d.]+)"
+)
 
-    print("| concurrent tasks | sqlx-atomic tx/s | plain sqlx tx/s | ratio |")
-    print("|---:|---:|---:|---:|")
-    for i, t in enumerate(TASKS):
-        a, b = data["sqlx_atomic"][i], data["sqlx"][i]
-        print(f"| {t} | {a:,.0f} | {b:,.0f} | {a / b:.3f} |")
+
+def paired(path: str) -> tuple[dict, dict]:
+    """tx/s per side and the throughput ratio (with its interval) per task count, from a paired run."""
+    data = {f: [0.0] * len(TASKS) for f, _, _ in SERIES}
+    ratios = {}
+    for m in PAIRED.finditer(pathlib.Path(path).read_text()):
+        tasks, each = int(m.group(1)), int(m.group(2))
+        if tasks not in TASKS:
+            continue
+        i = TASKS.index(tasks)
+        data["sqlx_atomic"][i] = tasks * each * 1e6 / float(m.group(3))
+        data["sqlx"][i] = tasks * each * 1e6 / float(m.group(4))
+        ratios[tasks] = (1 / float(m.group(5)), 1 / float(m.group(7)), 1 / float(m.group(6)))
+    missing = [t for t in TASKS if t not in ratios]
+    if missing:
+        raise SystemExit(f"{path}: no paired line for {missing} tasks")
+    return data, ratios
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--paired", metavar="FILE", help="the output of the scale bench's paired mode")
+    args = ap.parse_args()
+    if args.paired:
+        data, ratios = paired(args.paired)
+        print("| concurrent tasks | sqlx-atomic tx/s | plain sqlx tx/s | throughput ratio (95 % interval) |")
+        print("|---:|---:|---:|---:|")
+        for i, t in enumerate(TASKS):
+            r, lo, hi = ratios[t]
+            print(f"| {t} | {data['sqlx_atomic'][i]:,.0f} | {data['sqlx'][i]:,.0f} | {r:.3f} ({lo:.3f}–{hi:.3f}) |")
+    else:
+        data = {f: [tx_per_s(f, t) for t in TASKS] for f, _, _ in SERIES}
+        print("| concurrent tasks | sqlx-atomic tx/s | plain sqlx tx/s | ratio |")
+        print("|---:|---:|---:|---:|")
+        for i, t in enumerate(TASKS):
+            a, b = data["sqlx_atomic"][i], data["sqlx"][i]
+            print(f"| {t} | {a:,.0f} | {b:,.0f} | {a / b:.3f} |")
 
     w, h, left, right, top, bottom = 640, 400, 80, 20, 40, 60
     pw, ph = w - left - right, h - top - bottom

@@ -12,9 +12,7 @@ mod common;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use criterion::{
-    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
-};
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group};
 use sqlx::postgres::PgPool;
 use sqlx_atomic::{Atomic, Databases, Error};
 
@@ -112,4 +110,57 @@ criterion_group! {
     config = common::criterion();
     targets = scale
 }
-criterion_main!(benches);
+/// Profiling mode (`SQLX_ATOMIC_PROFILE=tasks<N>_ours|tasks<N>_sqlx`,
+/// `SQLX_ATOMIC_PROFILE_ITERS=<n>`): `N` tasks each running 100 + n transactions, without
+/// criterion, to run under `perf stat` or valgrind; prints the time per transaction.
+fn profile(case: &str, iters: u64) {
+    let parsed = case
+        .strip_prefix("tasks")
+        .and_then(|rest| rest.split_once('_'))
+        .and_then(|(n, side)| Some((n.parse::<usize>().ok()?, side)));
+    let Some((tasks, side @ ("ours" | "sqlx"))) = parsed else {
+        panic!("unknown profile case {case:?}: tasks<N>_ours or tasks<N>_sqlx");
+    };
+    let n = 100 + iters;
+    let took = ENV.rt.block_on(run(tasks, n, side == "ours"));
+    println!(
+        "{case}: {:.1} µs per transaction",
+        took.as_secs_f64() * 1e6 / (n as f64 * tasks as f64)
+    );
+}
+
+/// Paired mode (`SQLX_ATOMIC_PAIRED=1`, `SQLX_ATOMIC_PAIRED_ROUNDS=<n>`, default 100): at each
+/// concurrency, rounds of A B B A (see `common::paired`), each arm `tasks` tasks running a few
+/// transactions each. With one task the criterion means swing by ±20 % from run to run (which of
+/// the two workers runs the task, and the pool's return of the connection, varies); the paired
+/// rounds put that swing on both sides alike. The ratio is of times: throughput is its inverse.
+fn paired() {
+    let rounds = common::env_number("SQLX_ATOMIC_PAIRED_ROUNDS", 100);
+    for (tasks, each) in [(1usize, 20u64), (10, 10), (100, 2), (1000, 1)] {
+        common::paired(
+            &ENV.rt,
+            &format!("scale/{tasks} tasks x {each} transactions: sqlx_atomic (A) vs sqlx (B)"),
+            rounds,
+            1,
+            || async move {
+                run(tasks, each, true).await;
+            },
+            || async move {
+                run(tasks, each, false).await;
+            },
+        );
+    }
+}
+
+fn main() {
+    if std::env::var_os("SQLX_ATOMIC_PAIRED").is_some() {
+        paired();
+        return;
+    }
+    if let Ok(case) = std::env::var("SQLX_ATOMIC_PROFILE") {
+        profile(&case, common::env_number("SQLX_ATOMIC_PROFILE_ITERS", 1000));
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
