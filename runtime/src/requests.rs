@@ -328,10 +328,50 @@ mod layer {
     fn untouched<B: Default, E>(
         outcome: Result<Result<Response<B>, E>, Panic>,
     ) -> Result<Response<B>, E> {
-        outcome.unwrap_or_else(|panic| {
-            tracing::error!(target: "sqlx_atomic", panic = %panic_message(&*panic), "request panicked; answering 500");
-            Ok(server_error())
-        })
+        match outcome {
+            Ok(result) => result,
+            Err(panic) => Ok(failed(Failure::Panicked(panic))),
+        }
+    }
+
+    /// Why a request is answered with an empty 500.
+    enum Failure {
+        /// The handler panicked before it used a database.
+        Panicked(Panic),
+        /// The handler panicked; the request was rolled back.
+        RolledBack(Panic),
+        /// An on_commit hook panicked after the COMMIT.
+        HookPanicked(Panic),
+        /// A COMMIT (or the rollback of an alias) failed.
+        Transaction(Error),
+        /// The request was rolled back: a `non_atomic_requests` that could not opt out, or a
+        /// request transaction that could not begin.
+        Request(Error),
+    }
+
+    /// Logs why the request failed and answers 500: out of line, so that the code of the
+    /// failures is not laid out among the instructions every request runs.
+    #[cold]
+    #[inline(never)]
+    fn failed<B: Default>(why: Failure) -> Response<B> {
+        match why {
+            Failure::Panicked(panic) => {
+                tracing::error!(target: "sqlx_atomic", panic = %panic_message(&*panic), "request panicked; answering 500");
+            }
+            Failure::RolledBack(panic) => {
+                tracing::error!(target: "sqlx_atomic", panic = %panic_message(&*panic), "request panicked; rolled back, answering 500");
+            }
+            Failure::HookPanicked(panic) => {
+                tracing::error!(target: "sqlx_atomic", panic = %panic_message(&*panic), "on_commit hook panicked; answering 500");
+            }
+            Failure::Transaction(e) => {
+                tracing::error!(target: "sqlx_atomic", error = %e, "request transaction failed; answering 500");
+            }
+            Failure::Request(e) => {
+                tracing::error!(target: "sqlx_atomic", error = %e, "request rolled back");
+            }
+        }
+        server_error()
     }
 
     /// After the handler: ends the request's blocks (commit or rollback, then the hooks) and
@@ -356,27 +396,13 @@ mod layer {
         let failure = match ran {
             Ok(failure) => failure,
             // A hook panicked (the handler's own panic is caught above).
-            Err(panic) => {
-                tracing::error!(target: "sqlx_atomic", panic = %panic_message(&*panic), "on_commit hook panicked; answering 500");
-                return Ok(server_error());
-            }
+            Err(panic) => return Ok(failed(Failure::HookPanicked(panic))),
         };
-        match outcome {
-            Err(panic) => {
-                tracing::error!(target: "sqlx_atomic", panic = %panic_message(&*panic), "request panicked; rolled back, answering 500");
-                Ok(server_error())
-            }
-            Ok(result) => {
-                if let Some(e) = failure {
-                    tracing::error!(target: "sqlx_atomic", error = %e, "request transaction failed; answering 500");
-                    return Ok(server_error());
-                }
-                if let Some(e) = request_error {
-                    tracing::error!(target: "sqlx_atomic", error = %e, "request rolled back");
-                    return Ok(server_error());
-                }
-                result
-            }
+        match (outcome, failure, request_error) {
+            (Err(panic), ..) => Ok(failed(Failure::RolledBack(panic))),
+            (Ok(_), Some(e), _) => Ok(failed(Failure::Transaction(e))),
+            (Ok(_), None, Some(e)) => Ok(failed(Failure::Request(e))),
+            (Ok(result), None, None) => result,
         }
     }
 
