@@ -420,6 +420,57 @@ fn paired() {
             },
         );
     }
+    if !common::calibrating() {
+        controlled(rounds);
+    }
+}
+
+/// The idle handler's comparisons with a control (see `common::with_control`): the layer (A)
+/// against no layer (B), with no layer's copy on its own listener (C) timed in the same rounds,
+/// so that the cost of the layer is read against what the harness finds between two sides that
+/// do not differ. Labels end in "[control]" (`SQLX_ATOMIC_PAIRED_ONLY=control`).
+fn controlled(rounds: usize) {
+    let env = &*ENV;
+    let app = |name: &str| {
+        let i = env.apps.iter().position(|(n, ..)| *n == name).expect("app");
+        (&env.apps[i].1, env.apps[i].2, env.addrs[i])
+    };
+    let (b, c) = ("idle_no_layer", "idle_no_layer_copy");
+    for a in ["idle_sqlx_atomic_service", "idle_sqlx_atomic_layer"] {
+        let ((app_a, path_a, addr_a), (app_b, path_b, addr_b), (app_c, path_c, addr_c)) =
+            (app(a), app(b), app(c));
+        common::with_control(
+            &env.rt,
+            &format!("in-process: {a} (A) vs {b} (B), {c} (C) [control]"),
+            rounds,
+            200,
+            || oneshot(app_a, path_a),
+            || oneshot(app_b, path_b),
+            || oneshot(app_c, path_c),
+        );
+        let clients = env.rt.block_on(async {
+            [
+                tokio::sync::Mutex::new(Client::connect(addr_a).await),
+                tokio::sync::Mutex::new(Client::connect(addr_b).await),
+                tokio::sync::Mutex::new(Client::connect(addr_c).await),
+            ]
+        });
+        let get = |i: usize, path: &'static str| {
+            let client = &clients[i];
+            async move {
+                assert_eq!(client.lock().await.get(path).await, 200);
+            }
+        };
+        common::with_control(
+            &env.rt,
+            &format!("http, 1 connection: {a} (A) vs {b} (B), {c} (C) [control]"),
+            rounds,
+            200,
+            || get(0, path_a),
+            || get(1, path_b),
+            || get(2, path_c),
+        );
+    }
 }
 
 /// Profiling mode, for `valgrind --tool=callgrind` or `perf`: `SQLX_ATOMIC_PROFILE=<app>` (a name

@@ -153,11 +153,7 @@ pub fn paired<A, B, FA, FB>(
     FA: Future<Output = ()>,
     FB: Future<Output = ()>,
 {
-    use std::time::Instant;
-    // `SQLX_ATOMIC_PAIRED_ONLY=<text>`: run only the comparisons whose label contains it.
-    if let Ok(only) = std::env::var("SQLX_ATOMIC_PAIRED_ONLY")
-        && !label.contains(&only)
-    {
+    if !selected(label) {
         return;
     }
     rt.block_on(async {
@@ -171,17 +167,10 @@ pub fn paired<A, B, FA, FB>(
         for _ in 0..rounds {
             let mut time_a = Duration::ZERO;
             let mut time_b = Duration::ZERO;
-            for is_a in [true, false, false, true] {
-                let t = Instant::now();
-                for _ in 0..batch {
-                    if is_a { a().await } else { b().await }
-                }
-                if is_a {
-                    time_a += t.elapsed();
-                } else {
-                    time_b += t.elapsed();
-                }
-            }
+            time_a += time_batch(batch, &mut a).await;
+            time_b += time_batch(batch, &mut b).await;
+            time_b += time_batch(batch, &mut b).await;
+            time_a += time_batch(batch, &mut a).await;
             ta += time_a;
             tb += time_b;
             ratios.push(time_a.as_secs_f64() / time_b.as_secs_f64());
@@ -200,6 +189,102 @@ pub fn paired<A, B, FA, FB>(
             q(0.25),
             q(0.75),
             ta.as_secs_f64() / tb.as_secs_f64(),
+        );
+    });
+}
+
+/// Whether the comparison `label` runs: `SQLX_ATOMIC_PAIRED_ONLY=<text>` runs only those whose
+/// label contains `<text>`.
+fn selected(label: &str) -> bool {
+    std::env::var("SQLX_ATOMIC_PAIRED_ONLY").map_or(true, |only| label.contains(&only))
+}
+
+/// The time of `batch` runs of `f`, one after the other.
+async fn time_batch<F, Fut>(batch: usize, f: &mut F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let t = std::time::Instant::now();
+    for _ in 0..batch {
+        f().await;
+    }
+    t.elapsed()
+}
+
+/// A paired comparison of `a` against `b` with a control: `c` does the same work as `b` (a copy
+/// of it), so that the ratio C/B shows, in the same rounds, where the harness lands for two
+/// sides that do not differ. Each round times `batch` runs of each side in the order
+/// X Y Z Z Y X, the roles rotating from round to round (A B C, then B C A, then C A B), so that
+/// every side is as often first, in the middle and last, and the two back-to-back batches of the
+/// middle fall on each side alike.
+///
+/// Prints the medians of A/B and of C/B per round with their 95 % intervals, and the median of
+/// the per-round difference A/B − C/B with its interval: when that interval holds 0, the harness
+/// cannot tell A from B any better than it tells C from B.
+pub fn with_control<A, B, C, FA, FB, FC>(
+    rt: &tokio::runtime::Runtime,
+    label: &str,
+    rounds: usize,
+    batch: usize,
+    mut a: A,
+    mut b: B,
+    mut c: C,
+) where
+    A: FnMut() -> FA,
+    B: FnMut() -> FB,
+    C: FnMut() -> FC,
+    FA: Future<Output = ()>,
+    FB: Future<Output = ()>,
+    FC: Future<Output = ()>,
+{
+    if !selected(label) {
+        return;
+    }
+    rt.block_on(async {
+        // Warm-up.
+        for _ in 0..batch {
+            a().await;
+            b().await;
+            c().await;
+        }
+        let (mut ab, mut cb, mut diff) = (Vec::new(), Vec::new(), Vec::new());
+        let mut total = [Duration::ZERO; 3];
+        for round in 0..rounds {
+            let order = [round % 3, (round + 1) % 3, (round + 2) % 3];
+            let mut t = [Duration::ZERO; 3];
+            for side in order.into_iter().chain(order.into_iter().rev()) {
+                t[side] += match side {
+                    0 => time_batch(batch, &mut a).await,
+                    1 => time_batch(batch, &mut b).await,
+                    _ => time_batch(batch, &mut c).await,
+                };
+            }
+            for (sum, one) in total.iter_mut().zip(t) {
+                *sum += one;
+            }
+            let (x, y) = (
+                t[0].as_secs_f64() / t[1].as_secs_f64(),
+                t[2].as_secs_f64() / t[1].as_secs_f64(),
+            );
+            ab.push(x);
+            cb.push(y);
+            diff.push(x - y);
+        }
+        let n = (rounds * batch * 2) as f64;
+        let [ta, tb, tc] = total.map(|d| d.as_secs_f64() * 1e6 / n);
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            let (lo, hi) = median_interval(v);
+            (v[v.len() / 2], lo, hi)
+        };
+        let ((x, xl, xh), (y, yl, yh), (d, dl, dh)) =
+            (median(&mut ab), median(&mut cb), median(&mut diff));
+        println!(
+            "{label}: A {ta:.2} µs, B {tb:.2} µs, C {tc:.2} µs per run (means); per round: A/B \
+             median {x:.4} (95 % interval {xl:.4}–{xh:.4}), C/B {y:.4} ({yl:.4}–{yh:.4}), \
+             A/B − C/B {d:+.4} ({dl:+.4} to {dh:+.4}); {rounds} rounds × 2 batches of {batch} \
+             runs of each side"
         );
     });
 }
