@@ -425,25 +425,47 @@ fn paired() {
     }
 }
 
-/// The idle handler's comparisons with a control (see `common::with_control`): the layer (A)
-/// against no layer (B), with no layer's copy on its own listener (C) timed in the same rounds,
-/// so that the cost of the layer is read against what the harness finds between two sides that
-/// do not differ. Labels end in "[control]" (`SQLX_ATOMIC_PAIRED_ONLY=control`).
+/// Comparisons with a control (see `common::with_control`): A against B, with C, a side that
+/// does B's work, timed in the same rounds, so that A/B is read against what the harness finds
+/// between two sides that do not differ. For the idle handler C is no layer's copy on its own
+/// listener; for the requests that insert, C is B itself (in-process the same app, over HTTP
+/// another connection to it). Labels end in "[control]" (`SQLX_ATOMIC_PAIRED_ONLY=control`).
 fn controlled(rounds: usize) {
     let env = &*ENV;
     let app = |name: &str| {
         let i = env.apps.iter().position(|(n, ..)| *n == name).expect("app");
         (&env.apps[i].1, env.apps[i].2, env.addrs[i])
     };
-    let (b, c) = ("idle_no_layer", "idle_no_layer_copy");
-    for a in ["idle_sqlx_atomic_service", "idle_sqlx_atomic_layer"] {
+    let triples = [
+        (
+            "idle_sqlx_atomic_service",
+            "idle_no_layer",
+            "idle_no_layer_copy",
+            200,
+        ),
+        (
+            "idle_sqlx_atomic_layer",
+            "idle_no_layer",
+            "idle_no_layer_copy",
+            200,
+        ),
+        ("sqlx_atomic_service", "axum_sqlx_tx", "axum_sqlx_tx", 10),
+        ("sqlx_atomic_layer", "axum_sqlx_tx", "axum_sqlx_tx", 10),
+        (
+            "sqlx_atomic_service",
+            "hand_written_tx",
+            "hand_written_tx",
+            10,
+        ),
+    ];
+    for (a, b, c, batch) in triples {
         let ((app_a, path_a, addr_a), (app_b, path_b, addr_b), (app_c, path_c, addr_c)) =
             (app(a), app(b), app(c));
         common::with_control(
             &env.rt,
             &format!("in-process: {a} (A) vs {b} (B), {c} (C) [control]"),
             rounds,
-            200,
+            batch,
             || oneshot(app_a, path_a),
             || oneshot(app_b, path_b),
             || oneshot(app_c, path_c),
@@ -465,7 +487,7 @@ fn controlled(rounds: usize) {
             &env.rt,
             &format!("http, 1 connection: {a} (A) vs {b} (B), {c} (C) [control]"),
             rounds,
-            200,
+            batch,
             || get(0, path_a),
             || get(1, path_b),
             || get(2, path_c),
