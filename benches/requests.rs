@@ -358,10 +358,6 @@ fn calibration(a: &str, b: &str) -> &'static str {
 fn paired() {
     let env = &*ENV;
     let rounds = common::env_number("SQLX_ATOMIC_PAIRED_ROUNDS", 100);
-    let app = |name: &str| {
-        let i = env.apps.iter().position(|(n, ..)| *n == name).expect("app");
-        (&env.apps[i].1, env.apps[i].2, env.addrs[i])
-    };
     let mut pairs = vec![
         ("sqlx_atomic_layer", "hand_written_tx", 10),
         ("sqlx_atomic_layer", "axum_sqlx_tx", 10),
@@ -432,10 +428,6 @@ fn paired() {
 /// another connection to it). Labels end in "[control]" (`SQLX_ATOMIC_PAIRED_ONLY=control`).
 fn controlled(rounds: usize) {
     let env = &*ENV;
-    let app = |name: &str| {
-        let i = env.apps.iter().position(|(n, ..)| *n == name).expect("app");
-        (&env.apps[i].1, env.apps[i].2, env.addrs[i])
-    };
     let triples = [
         (
             "idle_sqlx_atomic_service",
@@ -495,6 +487,17 @@ fn controlled(rounds: usize) {
     }
 }
 
+/// The app named `name` in the tables: the app, the path it serves, and its listener's address.
+fn app(name: &str) -> (&'static App, &'static str, SocketAddr) {
+    let env = &*ENV;
+    let i = env
+        .apps
+        .iter()
+        .position(|(n, ..)| *n == name)
+        .unwrap_or_else(|| panic!("unknown app {name:?}"));
+    (&env.apps[i].1, env.apps[i].2, env.addrs[i])
+}
+
 /// Profiling mode, for `valgrind --tool=callgrind` or `perf`: `SQLX_ATOMIC_PROFILE=<app>` (a name
 /// of the tables, e.g. `idle_sqlx_atomic_layer`) sends `SQLX_ATOMIC_PROFILE_ITERS` (default
 /// 10,000) requests in-process to that app, one at a time.
@@ -507,15 +510,10 @@ fn profile(name: &str) {
         Some(n) => (true, n),
         None => (false, name),
     };
-    let i = env
-        .apps
-        .iter()
-        .position(|(n, ..)| *n == name)
-        .unwrap_or_else(|| panic!("unknown SQLX_ATOMIC_PROFILE app {name:?}"));
-    let (_, app, path) = &env.apps[i];
+    let (app, path, addr) = app(name);
     env.rt.block_on(async {
         if http {
-            let mut c = Client::connect(env.addrs[i]).await;
+            let mut c = Client::connect(addr).await;
             for _ in 0..iters {
                 assert_eq!(c.get(path).await, 200);
             }

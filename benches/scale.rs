@@ -110,6 +110,7 @@ criterion_group! {
     config = common::criterion();
     targets = scale
 }
+
 /// Profiling mode (`SQLX_ATOMIC_PROFILE=tasks<N>_ours|tasks<N>_sqlx`,
 /// `SQLX_ATOMIC_PROFILE_ITERS=<n>`): `N` tasks each running 100 + n transactions, without
 /// criterion, to run under `perf stat` or valgrind; prints the time per transaction.

@@ -102,8 +102,7 @@ pub enum ErrorKind {
 }
 
 impl Error {
-    #[cold]
-    #[inline(never)]
+    /// The one constructor; its callers are the cold, out-of-line ones below.
     fn make(alias: Option<Arc<str>>, kind: ErrorKind) -> Self {
         Error(Box::new(Inner { alias, kind }))
     }

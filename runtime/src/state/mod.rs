@@ -638,7 +638,6 @@ impl<H> TxState<H> {
         self.reset_sp_counter = true;
     }
 
-    /// The task's scope ended: an open manual transaction must be rolled back.
     /// Whether nothing is open: no block, no transaction (not even one whose BEGIN is owed), and
     /// autocommit as the alias is configured (`autocommit`). A context whose aliases are all
     /// idle can be reused by another task as if new.
@@ -662,6 +661,7 @@ impl<H> TxState<H> {
         true
     }
 
+    /// The task's scope ended: an open manual transaction must be rolled back.
     pub(crate) fn scope_end(&mut self) -> bool {
         let must_rollback = self.txn_open && self.begun && !self.lost;
         self.hooks.clear();
