@@ -32,7 +32,18 @@ thread_local! {
 /// outermost blocks are found below the chain, without a link of their own.
 pub(crate) struct Frame {
     ctx: FrameCtx,
+    /// The innermost link, held inline: a task's outermost block allocates no link.
+    head: Option<Head>,
+    /// The links around `head`, innermost first.
     chain: Option<Arc<Link>>,
+}
+
+/// A link of the chain: a block of `alias`, or (`block: None`) an alias whose enclosing block
+/// was opted out of (`non_atomic_requests`).
+#[derive(Clone, Copy)]
+struct Head {
+    alias: usize,
+    block: Option<u64>,
 }
 
 /// A frame's context: made already, or (a request's root frame) made on first use. Only the
@@ -46,15 +57,14 @@ impl Clone for Frame {
     fn clone(&self) -> Self {
         Frame {
             ctx: FrameCtx::Ready(self.ctx().clone()),
+            head: self.head,
             chain: self.chain.clone(),
         }
     }
 }
 
 struct Link {
-    alias: usize,
-    /// `None`: the alias's enclosing block was opted out of (`non_atomic_requests`).
-    block: Option<u64>,
+    head: Head,
     parent: Option<Arc<Link>>,
 }
 
@@ -62,6 +72,7 @@ impl Frame {
     pub(crate) fn root(ctx: Arc<Context>) -> Self {
         Frame {
             ctx: FrameCtx::Ready(ctx),
+            head: None,
             chain: None,
         }
     }
@@ -72,6 +83,7 @@ impl Frame {
     pub(crate) fn request() -> Self {
         Frame {
             ctx: FrameCtx::Lazy(OnceLock::new()),
+            head: None,
             chain: None,
         }
     }
@@ -108,22 +120,30 @@ impl Frame {
     fn link(&self, alias: usize, block: Option<u64>) -> Frame {
         Frame {
             ctx: FrameCtx::Ready(self.ctx().clone()),
-            chain: Some(Arc::new(Link {
-                alias,
-                block,
-                parent: self.chain.clone(),
-            })),
+            head: Some(Head { alias, block }),
+            // The old head moves into the chain: only a nested block allocates a link.
+            chain: self.head.map(|head| {
+                Arc::new(Link {
+                    head,
+                    parent: self.chain.clone(),
+                })
+            }),
         }
     }
 
     /// The innermost block of `alias` this frame runs in.
     pub(crate) fn innermost(&self, alias: usize) -> Option<u64> {
-        let mut link = self.chain.as_deref();
-        while let Some(l) = link {
-            if l.alias == alias {
-                return l.block;
+        if let Some(head) = self.head {
+            if head.alias == alias {
+                return head.block;
             }
-            link = l.parent.as_deref();
+            let mut link = self.chain.as_deref();
+            while let Some(l) = link {
+                if l.head.alias == alias {
+                    return l.head.block;
+                }
+                link = l.parent.as_deref();
+            }
         }
         // Below the chain: the request's deferred block on the alias, if any.
         self.ctx().deferred_block(alias)
