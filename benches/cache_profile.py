@@ -49,6 +49,7 @@ CASES = [
     ("requests", "idle_identity_layer", "request, no query: a layer that does nothing"),
     ("requests", "idle_sqlx_atomic_layer", "request, no query: AtomicRequestsLayer"),
     ("requests", "idle_sqlx_atomic_service", "request, no query: AtomicRequestsLayer around the router"),
+    ("requests", "idle_floor_service", "request, no query: the floor (a task-local scope and catch_unwind)"),
     ("requests", "http:idle_no_layer", "HTTP request, no query: no layer"),
     ("requests", "http:idle_sqlx_atomic_layer", "HTTP request, no query: AtomicRequestsLayer"),
     ("requests", "http:idle_sqlx_atomic_service", "HTTP request, no query: AtomicRequestsLayer around the router"),

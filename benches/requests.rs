@@ -73,11 +73,13 @@ async fn idle() -> StatusCode {
 }
 
 /// An app under test: a `Router` (with its layers applied by `Router::layer`, which axum boxes
-/// per route), or a whole `Router` wrapped in sqlx-atomic's service (no boxing by axum).
+/// per route), or a whole `Router` wrapped in sqlx-atomic's service or in the floor service (no
+/// boxing by axum).
 #[derive(Clone)]
 enum App {
     Router(Router),
     Wrapped(AtomicRequests<Router>),
+    Floor(Floor<Router>),
 }
 
 impl App {
@@ -93,9 +95,75 @@ impl App {
                     )
                     .await
                 }
+                App::Floor(f) => {
+                    axum::serve(
+                        listener,
+                        axum::ServiceExt::<Request<Body>>::into_make_service(f),
+                    )
+                    .await
+                }
             }
             .expect("serve")
         });
+    }
+}
+
+tokio::task_local! {
+    /// The task-local of the floor service: a value with drop glue, as the layer's frame has.
+    static FLOOR: Option<std::sync::Arc<()>>;
+}
+
+/// The floor of a per-request transaction layer around the router, for a handler that never
+/// queries: the two things such a layer cannot skip, and nothing else. It runs the handler in a
+/// task-local scope (where the handler's queries would find the request) and catches its panic
+/// (to roll the request back and answer 500).
+#[derive(Clone)]
+struct Floor<S>(S);
+
+impl<S> tower::Service<Request<Body>> for Floor<S>
+where
+    S: tower::Service<Request<Body>, Response = axum::response::Response>,
+    S::Future: Send + 'static,
+{
+    type Response = axum::response::Response;
+    type Error = S::Error;
+    type Future = futures::future::Map<
+        tokio::task::futures::TaskLocalFuture<
+            Option<std::sync::Arc<()>>,
+            futures::future::CatchUnwind<std::panic::AssertUnwindSafe<S::Future>>,
+        >,
+        fn(
+            Result<Result<axum::response::Response, S::Error>, Box<dyn std::any::Any + Send>>,
+        ) -> Result<axum::response::Response, S::Error>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        use futures::FutureExt;
+        FLOOR
+            .scope(
+                None,
+                std::panic::AssertUnwindSafe(self.0.call(req)).catch_unwind(),
+            )
+            .map(floor_answer::<S::Error> as _)
+    }
+}
+
+/// The floor service's answer: the handler's, or an empty 500 if it panicked.
+fn floor_answer<E>(
+    outcome: Result<Result<axum::response::Response, E>, Box<dyn std::any::Any + Send>>,
+) -> Result<axum::response::Response, E> {
+    match outcome {
+        Ok(result) => result,
+        Err(_) => Ok(axum::response::IntoResponse::into_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+        )),
     }
 }
 
@@ -205,6 +273,14 @@ static ENV: LazyLock<Env> = LazyLock::new(|| {
                 ),
                 "/idle",
             ),
+            // The floor of such a service: a task-local scope and a caught panic, nothing else.
+            (
+                "idle_floor_service",
+                App::Floor(Floor(
+                    Router::new().route("/idle", get(idle)).with_state(()),
+                )),
+                "/idle",
+            ),
         ];
         let mut addrs = Vec::new();
         for (_, app, path) in &apps {
@@ -227,6 +303,7 @@ async fn oneshot(app: &App, path: &'static str) {
     let resp = match app {
         App::Router(r) => r.clone().oneshot(req).await,
         App::Wrapped(w) => w.clone().oneshot(req).await,
+        App::Floor(f) => f.clone().oneshot(req).await,
     }
     .expect("infallible");
     assert_eq!(resp.status(), StatusCode::OK);
@@ -366,6 +443,8 @@ fn paired() {
         ("sqlx_atomic_service", "hand_written_tx", 10),
         ("sqlx_atomic_service", "axum_sqlx_tx", 10),
         ("idle_sqlx_atomic_service", "idle_no_layer", 200),
+        ("idle_floor_service", "idle_no_layer", 200),
+        ("idle_sqlx_atomic_service", "idle_floor_service", 200),
     ];
     // Calibration (`SQLX_ATOMIC_PAIRED_ONLY=calibration`): each side against itself.
     if common::calibrating() {
@@ -437,6 +516,14 @@ fn controlled(rounds: usize) {
         ),
         (
             "idle_sqlx_atomic_layer",
+            "idle_no_layer",
+            "idle_no_layer_copy",
+            200,
+        ),
+        // The floor of a layer around the router, timed the same way: what any layer that runs
+        // the handler in a task-local scope and catches its panic costs.
+        (
+            "idle_floor_service",
             "idle_no_layer",
             "idle_no_layer_copy",
             200,

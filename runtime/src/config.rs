@@ -377,6 +377,7 @@ pub(crate) fn registry() -> Result<&'static Registry, Error> {
 }
 
 /// Whether [`Databases::install`] has been called.
+#[inline]
 pub fn is_installed() -> bool {
     REGISTRY.get().is_some()
 }

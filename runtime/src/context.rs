@@ -31,7 +31,9 @@ thread_local! {
 /// it, so a request that never touches a database allocates nothing for it; its deferred
 /// outermost blocks are found below the chain, without a link of their own.
 pub(crate) struct Frame {
-    ctx: FrameCtx,
+    /// The task's context: set when the frame is made, except a request's root frame's, which is
+    /// made on first use (reading a set cell is one load, as reading an enum's tag would be).
+    ctx: OnceLock<Arc<Context>>,
     /// The innermost link, held inline: a task's outermost block allocates no link.
     head: Option<Head>,
     /// The links around `head`, innermost first.
@@ -46,17 +48,10 @@ struct Head {
     block: Option<u64>,
 }
 
-/// A frame's context: made already, or (a request's root frame) made on first use. Only the
-/// request's root pays for the `OnceLock`; every other frame holds its context directly.
-enum FrameCtx {
-    Ready(Arc<Context>),
-    Lazy(OnceLock<Arc<Context>>),
-}
-
 impl Clone for Frame {
     fn clone(&self) -> Self {
         Frame {
-            ctx: FrameCtx::Ready(self.ctx().clone()),
+            ctx: OnceLock::from(self.ctx().clone()),
             head: self.head,
             chain: self.chain.clone(),
         }
@@ -71,7 +66,7 @@ struct Link {
 impl Frame {
     pub(crate) fn root(ctx: Arc<Context>) -> Self {
         Frame {
-            ctx: FrameCtx::Ready(ctx),
+            ctx: OnceLock::from(ctx),
             head: None,
             chain: None,
         }
@@ -82,7 +77,7 @@ impl Frame {
     #[cfg(feature = "tower")]
     pub(crate) fn request() -> Self {
         Frame {
-            ctx: FrameCtx::Lazy(OnceLock::new()),
+            ctx: OnceLock::new(),
             head: None,
             chain: None,
         }
@@ -90,21 +85,16 @@ impl Frame {
 
     /// The task's context, created on first use for a request's frame.
     pub(crate) fn ctx(&self) -> &Arc<Context> {
-        match &self.ctx {
-            FrameCtx::Ready(ctx) => ctx,
-            FrameCtx::Lazy(cell) => cell.get_or_init(|| {
-                Context::for_request(crate::config::registry().map_or(&[], |r| &r.request_aliases))
-            }),
-        }
+        self.ctx.get_or_init(|| {
+            Context::for_request(crate::config::registry().map_or(&[], |r| &r.request_aliases))
+        })
     }
 
     /// The context, if it was ever created (a request's frame that nothing used has none).
     #[cfg(feature = "tower")]
+    #[inline]
     pub(crate) fn into_ctx(self) -> Option<Arc<Context>> {
-        match self.ctx {
-            FrameCtx::Ready(ctx) => Some(ctx),
-            FrameCtx::Lazy(cell) => cell.into_inner(),
-        }
+        self.ctx.into_inner()
     }
 
     /// The frame a block's body runs in.
@@ -119,7 +109,7 @@ impl Frame {
 
     fn link(&self, alias: usize, block: Option<u64>) -> Frame {
         Frame {
-            ctx: FrameCtx::Ready(self.ctx().clone()),
+            ctx: OnceLock::from(self.ctx().clone()),
             head: Some(Head { alias, block }),
             // The old head moves into the chain: only a nested block allocates a link.
             chain: self.head.map(|head| {

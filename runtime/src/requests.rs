@@ -72,7 +72,7 @@ mod layer {
     use tokio::task::futures::TaskLocalFuture;
 
     use crate::block::end_block;
-    use crate::config::registry;
+    use crate::config::{is_installed, registry};
     use crate::context::{Context, Frame, lock};
     use crate::error::Error;
     use crate::hooks::panic_message;
@@ -232,18 +232,16 @@ mod layer {
             // The handler's future is made here, by the service `poll_ready` readied, so the
             // service need not be cloned into the request's future.
             let handler = self.inner.call(req);
-            let state = match registry() {
-                // The request's context is made only if the handler needs it (see `Frame`).
-                Ok(_) => State::Handler {
+            if !is_installed() {
+                return no_databases();
+            }
+            // The request's context is made only if the handler needs it (see `Frame`).
+            AtomicRequestsFuture {
+                state: State::Handler {
                     handler: Frame::request().scope(AssertUnwindSafe(handler).catch_unwind()),
                     predicate: self.rollback_if.clone(),
                 },
-                Err(e) => {
-                    tracing::error!(target: "sqlx_atomic", error = %e, "AtomicRequestsLayer: no databases");
-                    State::NoDatabases
-                }
-            };
-            AtomicRequestsFuture { state }
+            }
         }
     }
 
@@ -288,34 +286,57 @@ mod layer {
 
         fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
             let mut state = self.project().state;
-            loop {
-                match state.as_mut().project() {
-                    StateProj::Handler {
-                        mut handler,
-                        predicate,
-                    } => {
-                        let outcome = std::task::ready!(handler.as_mut().poll(cx));
-                        let Some(ctx) = handler.take_value().and_then(Frame::into_ctx) else {
-                            // The handler touched no database (nor any block, hook or flag).
-                            state.set(State::Done);
-                            return Poll::Ready(untouched(outcome));
-                        };
-                        let predicate = std::mem::replace(predicate, Predicate::ErrorStatus);
-                        let ending = crate::backend::boxed(|| finish(ctx, predicate, outcome));
-                        state.set(State::Ending { ending });
-                    }
-                    StateProj::Ending { ending } => {
-                        let out = std::task::ready!(ending.as_mut().poll(cx));
-                        state.set(State::Done);
-                        return Poll::Ready(out);
-                    }
-                    StateProj::NoDatabases => {
-                        state.set(State::Done);
-                        return Poll::Ready(Ok(server_error()));
-                    }
-                    StateProj::Done => panic!("AtomicRequestsFuture polled after completion"),
-                }
+            if let StateProj::Handler {
+                mut handler,
+                predicate,
+            } = state.as_mut().project()
+            {
+                let outcome = std::task::ready!(handler.as_mut().poll(cx));
+                let Some(ctx) = handler.take_value().and_then(Frame::into_ctx) else {
+                    // The handler touched no database (nor any block, hook or flag). The state
+                    // stays: polled again, the finished task-local future panics.
+                    return Poll::Ready(untouched(outcome));
+                };
+                let predicate = std::mem::replace(predicate, Predicate::ErrorStatus);
+                let ending = crate::backend::boxed(|| finish(ctx, predicate, outcome));
+                state.set(State::Ending { ending });
             }
+            poll_ending(state, cx)
+        }
+    }
+
+    /// The states after the handler, out of line: a request that touched no database never
+    /// runs them, and their code is not laid out among the instructions it does run.
+    #[inline(never)]
+    fn poll_ending<F: Future<Output = Result<Response<B>, E>>, B: Default, E>(
+        mut state: Pin<&mut State<F>>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<F::Output> {
+        match state.as_mut().project() {
+            StateProj::Ending { ending } => {
+                let out = std::task::ready!(ending.as_mut().poll(cx));
+                state.set(State::Done);
+                Poll::Ready(out)
+            }
+            StateProj::NoDatabases => {
+                state.set(State::Done);
+                Poll::Ready(Ok(server_error()))
+            }
+            StateProj::Handler { .. } | StateProj::Done => {
+                panic!("AtomicRequestsFuture polled after completion")
+            }
+        }
+    }
+
+    /// The future of every request while no databases are installed: an empty 500.
+    #[cold]
+    #[inline(never)]
+    fn no_databases<F: Future>() -> AtomicRequestsFuture<F> {
+        if let Err(e) = registry() {
+            tracing::error!(target: "sqlx_atomic", error = %e, "AtomicRequestsLayer: no databases");
+        }
+        AtomicRequestsFuture {
+            state: State::NoDatabases,
         }
     }
 

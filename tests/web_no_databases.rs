@@ -1,0 +1,44 @@
+//! The web layer in a process where no databases were ever installed (its own test binary: the
+//! registry is process-wide and, once installed, stays).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::routing::get;
+use sqlx_atomic::AtomicRequestsLayer;
+use tower::{Layer, ServiceExt};
+
+static HANDLER_RAN: AtomicBool = AtomicBool::new(false);
+
+async fn handler() -> StatusCode {
+    HANDLER_RAN.store(true, Ordering::SeqCst);
+    StatusCode::OK
+}
+
+/// Without databases the layer cannot give a request its transactions: every request is answered
+/// with an empty 500 and the handler never runs, in both placements of the layer.
+#[tokio::test]
+async fn every_request_is_a_500_and_no_handler_runs() {
+    assert!(!sqlx_atomic::is_installed());
+    let routed = Router::new()
+        .route("/", get(handler))
+        .layer(AtomicRequestsLayer::new());
+    let around = AtomicRequestsLayer::new().layer(Router::new().route("/", get(handler)));
+    for _ in 0..2 {
+        let resp = routed
+            .clone()
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let resp = around
+            .clone()
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    assert!(!HANDLER_RAN.load(Ordering::SeqCst), "a handler ran");
+}
