@@ -53,6 +53,7 @@ CASES = [
     ("requests", "http:idle_no_layer", "HTTP request, no query: no layer"),
     ("requests", "http:idle_sqlx_atomic_layer", "HTTP request, no query: AtomicRequestsLayer"),
     ("requests", "http:idle_sqlx_atomic_service", "HTTP request, no query: AtomicRequestsLayer around the router"),
+    ("requests", "http:idle_floor_service", "HTTP request, no query: the floor (a task-local scope and catch_unwind)"),
 ]
 
 def footprint(exe: pathlib.Path, case: str, iters: int) -> float:

@@ -1,6 +1,7 @@
 //! Per-request transactions: an axum handler doing one INSERT (PostgreSQL) under
 //! `AtomicRequestsLayer`, beside the same handler with a hand-written sqlx transaction and beside
-//! `axum-sqlx-tx`; and a handler that never queries, under the layer and with no layer at all.
+//! `axum-sqlx-tx`; and a handler that never queries, under the layer, with no layer at all and
+//! under the floor of any such layer (a task-local scope and `catch_unwind`, nothing else).
 //!
 //! Each is measured in-process (`tower::ServiceExt::oneshot` on the `Router`, one request at a
 //! time) and over loopback HTTP/1.1 with keep-alive (one connection, one request at a time; and

@@ -128,9 +128,10 @@ mod layer {
     /// `Router::layer` wraps each route on its own, and axum boxes every route it wraps. Wrapped
     /// around the whole router instead, the layer is one service that axum does not box: a
     /// request that never queries then runs about 500 instructions more than with no layer at
-    /// all (0.04–0.08 µs in-process), against about 1,400 (0.10 µs) through `Router::layer`;
-    /// over loopback HTTP neither can be told from no layer (BENCHMARKS.md, session 9). Serve
-    /// it with `axum::ServiceExt::into_make_service`:
+    /// all (0.04–0.08 µs in-process), against about 1,300 (0.10 µs) through `Router::layer`;
+    /// over loopback HTTP that was not measurable on one machine and 0.6–1.1 % of an idle
+    /// request on a slower one (BENCHMARKS.md, sessions 9 and 10). Serve it with
+    /// `axum::ServiceExt::into_make_service`:
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
