@@ -89,24 +89,31 @@ impl App {
         tokio::spawn(async move {
             match self {
                 App::Router(r) => axum::serve(listener, r).await,
-                App::Wrapped(w) => {
-                    axum::serve(
-                        listener,
-                        axum::ServiceExt::<Request<Body>>::into_make_service(w),
-                    )
-                    .await
-                }
-                App::Floor(f) => {
-                    axum::serve(
-                        listener,
-                        axum::ServiceExt::<Request<Body>>::into_make_service(f),
-                    )
-                    .await
-                }
+                App::Wrapped(w) => serve_service(listener, w).await,
+                App::Floor(f) => serve_service(listener, f).await,
             }
             .expect("serve")
         });
     }
+}
+
+/// Serves a service wrapped around a whole `Router`, as the README shows for the layer.
+async fn serve_service<S>(listener: tokio::net::TcpListener, service: S) -> std::io::Result<()>
+where
+    S: tower::Service<
+            Request<Body>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    axum::serve(
+        listener,
+        axum::ServiceExt::<Request<Body>>::into_make_service(service),
+    )
+    .await
 }
 
 tokio::task_local! {

@@ -1,20 +1,31 @@
 //! The web layer in a process where no databases were ever installed (its own test binary: the
 //! registry is process-wide and, once installed, stays).
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use axum::response::Response;
 use axum::routing::get;
 use sqlx_atomic::AtomicRequestsLayer;
-use tower::{Layer, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 
 static HANDLER_RAN: AtomicBool = AtomicBool::new(false);
 
 async fn handler() -> StatusCode {
     HANDLER_RAN.store(true, Ordering::SeqCst);
     StatusCode::OK
+}
+
+/// The status of one `GET /` through `app`.
+async fn status<S>(app: &S) -> StatusCode
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone,
+{
+    let req = Request::get("/").body(Body::empty()).unwrap();
+    app.clone().oneshot(req).await.unwrap().status()
 }
 
 /// Without databases the layer cannot give a request its transactions: every request is answered
@@ -27,18 +38,8 @@ async fn every_request_is_a_500_and_no_handler_runs() {
         .layer(AtomicRequestsLayer::new());
     let around = AtomicRequestsLayer::new().layer(Router::new().route("/", get(handler)));
     for _ in 0..2 {
-        let resp = routed
-            .clone()
-            .oneshot(Request::get("/").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let resp = around
-            .clone()
-            .oneshot(Request::get("/").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(status(&routed).await, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(status(&around).await, StatusCode::INTERNAL_SERVER_ERROR);
     }
     assert!(!HANDLER_RAN.load(Ordering::SeqCst), "a handler ran");
 }
