@@ -18,10 +18,15 @@ matters more than the instruction count here.
 `--footprint` adds a column: the code executed on every iteration, in KiB. Two more runs, under
 callgrind with `--dump-instr=yes`, count how often each instruction ran with 0 and with N
 iterations; every 64-byte line holding an instruction that ran at least N times more in the
-second is code the iteration needs each time it runs. While a transaction waits for the server, the server's process runs on the same
-cores and evicts part of the caches, so each round trip brings this code back from a slower
+second is code the iteration needs each time it runs. While a transaction waits for the server,
+the server's process runs on the same cores and evicts part of the caches, so each round trip brings this code back from a slower
 cache: its size, more than the instruction count, is what a transaction pays for (BENCHMARKS.md,
 session 7).
+
+`--functions A B` (two case names from CASES, e.g. `one_insert_postgres_ours
+one_insert_postgres_sqlx`) splits that footprint by function instead, for case A beside case B,
+largest differences first. A function's code includes what the compiler inlined into it, so the
+same sqlx code can appear under different names on the two sides.
 """
 
 import argparse
@@ -58,21 +63,38 @@ CASES = [
 
 def footprint(exe: pathlib.Path, case: str, iters: int) -> float:
     """KiB of code lines holding an instruction executed at least once per iteration."""
-    base, full = executions(exe, case, 0), executions(exe, case, iters)
-    lines = {a >> 6 for a, n in full.items() if n - base.get(a, 0) >= iters}
-    return len(lines) * 64 / 1024
+    return sum(hot_lines(exe, case, iters).values()) * 64 / 1024
 
 
-def executions(exe: pathlib.Path, case: str, iters: int) -> dict:
-    """How often each instruction address ran, under callgrind."""
+def hot_lines(exe: pathlib.Path, case: str, iters: int) -> dict:
+    """Per function: how many 64-byte code lines hold an instruction of it executed at least once
+    per iteration (a line shared by two functions counts for the one that owns its first hot
+    instruction)."""
+    (base, _), (full, owner) = executions(exe, case, 0), executions(exe, case, iters)
+    first: dict[int, str] = {}
+    for a in sorted(a for a, n in full.items() if n - base.get(a, 0) >= iters):
+        first.setdefault(a >> 6, owner[a])
+    per_fn: dict[str, int] = {}
+    for fn in first.values():
+        per_fn[fn] = per_fn.get(fn, 0) + 1
+    return per_fn
+
+
+def executions(exe: pathlib.Path, case: str, iters: int) -> tuple:
+    """How often each instruction address ran, under callgrind, and the function it belongs to."""
     with tempfile.TemporaryDirectory() as tmp:
         out = pathlib.Path(tmp) / "callgrind.out"
         valgrind(exe, case, iters, ["--tool=callgrind", "--dump-instr=yes", "--compress-pos=no",
-                                    f"--callgrind-out-file={out}"])
+                                    "--compress-strings=no", f"--callgrind-out-file={out}"])
         executed: dict[int, int] = {}
+        owner: dict[int, str] = {}
+        function = "?"
         after_call = False
         with open(out) as f:
             for line in f:
+                if line.startswith("fn="):
+                    function = line[3:].strip()
+                    continue
                 if line.startswith("calls="):
                     after_call = True  # the next line is the call's inclusive cost
                     continue
@@ -85,7 +107,32 @@ def executions(exe: pathlib.Path, case: str, iters: int) -> dict:
                 addr, _, ir = (line.split() + ["0", "0"])[:3]
                 a = int(addr, 16)
                 executed[a] = executed.get(a, 0) + int(ir)
-    return executed
+                owner[a] = function
+    return executed, owner
+
+
+def compare_functions(a: str, b: str, iters: int, top: int) -> None:
+    """The hot code of case `a` beside case `b`, per function, largest differences first."""
+    cases = {case: bench for bench, case, _ in CASES}
+    for case in (a, b):
+        if case not in cases:
+            sys.exit(f"unknown case {case!r}; the cases: {', '.join(cases)}")
+    la = hot_lines(binary(cases[a]), a, iters)
+    lb = hot_lines(binary(cases[b]), b, iters)
+
+    def kib(n: int) -> str:
+        return f"{n * 64 / 1024:.1f}"
+
+    only_a = sum(n for fn, n in la.items() if fn not in lb)
+    only_b = sum(n for fn, n in lb.items() if fn not in la)
+    print(f"Hot code, KiB: {a} {kib(sum(la.values()))}, {b} {kib(sum(lb.values()))}; "
+          f"in functions only {a} runs {kib(only_a)}, only {b} runs {kib(only_b)}")
+    print(f"| Function | {a} | {b} |")
+    print("|---|---:|---:|")
+    diff = sorted(set(la) | set(lb), key=lambda fn: -abs(la.get(fn, 0) - lb.get(fn, 0)))
+    for fn in [fn for fn in diff if la.get(fn, 0) != lb.get(fn, 0)][:top]:
+        name = fn if len(fn) <= 110 else fn[:107] + "..."
+        print(f"| `{name}` | {kib(la.get(fn, 0))} | {kib(lb.get(fn, 0))} |")
 
 
 EVENTS = [(r"I\s+refs", "Instructions"), (r"I1\s+misses", "L1i misses"), (r"D1\s+misses", "L1d misses")]
@@ -136,9 +183,15 @@ def main() -> None:
     ap.add_argument("benches", nargs="*", help="only the cases of these benches (overhead, requests)")
     ap.add_argument("--iters", type=int, default=1000, help="iterations measured (default 1000)")
     ap.add_argument("--footprint", action="store_true", help="add the hot code footprint (callgrind)")
+    ap.add_argument("--functions", nargs=2, metavar=("A", "B"),
+                    help="instead of the table: the hot code of case A beside case B, per function")
+    ap.add_argument("--top", type=int, default=25, help="rows of --functions (default 25)")
     args = ap.parse_args()
     if args.iters <= 0:
         sys.exit("--iters must be positive")
+    if args.functions:
+        compare_functions(*args.functions, args.iters, args.top)
+        return
     names = [name for _, name in EVENTS] + (["Hot code (KiB)"] if args.footprint else [])
     print(f"| Per iteration ({args.iters} minus 0) | " + " | ".join(names) + " |")
     print("|---|" + "---:|" * len(names))
