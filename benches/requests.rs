@@ -621,14 +621,5 @@ fn profile(name: &str) {
 }
 
 fn main() {
-    if let Ok(name) = std::env::var("SQLX_ATOMIC_PROFILE") {
-        profile(&name);
-        return;
-    }
-    if std::env::var_os("SQLX_ATOMIC_PAIRED").is_some() {
-        paired();
-        return;
-    }
-    benches();
-    Criterion::default().configure_from_args().final_summary();
+    common::main(paired, profile, benches);
 }

@@ -154,14 +154,9 @@ fn paired() {
 }
 
 fn main() {
-    if std::env::var_os("SQLX_ATOMIC_PAIRED").is_some() {
-        paired();
-        return;
-    }
-    if let Ok(case) = std::env::var("SQLX_ATOMIC_PROFILE") {
-        profile(&case, common::env_number("SQLX_ATOMIC_PROFILE_ITERS", 1000));
-        return;
-    }
-    benches();
-    Criterion::default().configure_from_args().final_summary();
+    common::main(
+        paired,
+        |case| profile(case, common::env_number("SQLX_ATOMIC_PROFILE_ITERS", 1000)),
+        benches,
+    );
 }

@@ -118,6 +118,20 @@ pub fn sql(text: String) -> SqlStr {
     AssertSqlSafe(text).into_sql_str()
 }
 
+/// The `main` of a bench with a paired and a profiling mode: `SQLX_ATOMIC_PROFILE=<case>` runs
+/// `profile(case)`, `SQLX_ATOMIC_PAIRED=1` runs `paired()`, and otherwise criterion runs
+/// `benches` (the group `criterion_group!` made) and prints its summary.
+pub fn main(paired: fn(), profile: impl FnOnce(&str), benches: fn()) {
+    if let Ok(case) = std::env::var("SQLX_ATOMIC_PROFILE") {
+        profile(&case);
+    } else if std::env::var_os("SQLX_ATOMIC_PAIRED").is_some() {
+        paired();
+    } else {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+    }
+}
+
 /// Short runs: other engineers share the machine (override on the command line with
 /// `--warm-up-time` / `--measurement-time`).
 pub fn criterion() -> Criterion {
