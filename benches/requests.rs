@@ -81,6 +81,7 @@ enum App {
     Router(Router),
     Wrapped(AtomicRequests<Router>),
     Floor(Floor<Router>),
+    PassThrough(PassThrough<Router>),
 }
 
 impl App {
@@ -91,6 +92,7 @@ impl App {
                 App::Router(r) => axum::serve(listener, r).await,
                 App::Wrapped(w) => serve_service(listener, w).await,
                 App::Floor(f) => serve_service(listener, f).await,
+                App::PassThrough(p) => serve_service(listener, p).await,
             }
             .expect("serve")
         });
@@ -172,6 +174,32 @@ fn floor_answer<E>(
         Err(_) => Ok(axum::response::IntoResponse::into_response(
             StatusCode::INTERNAL_SERVER_ERROR,
         )),
+    }
+}
+
+/// A service around the router that does nothing: it returns the router's own future. Served the
+/// way a layer around the router is (`into_make_service`), it measures what that form of serving
+/// costs by itself, apart from anything a layer does.
+#[derive(Clone)]
+struct PassThrough<S>(S);
+
+impl<S> tower::Service<Request<Body>> for PassThrough<S>
+where
+    S: tower::Service<Request<Body>, Response = axum::response::Response>,
+{
+    type Response = axum::response::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        self.0.call(req)
     }
 }
 
@@ -289,6 +317,14 @@ static ENV: LazyLock<Env> = LazyLock::new(|| {
                 )),
                 "/idle",
             ),
+            // The router wrapped in a service that does nothing, served as the two above are.
+            (
+                "idle_passthrough_service",
+                App::PassThrough(PassThrough(
+                    Router::new().route("/idle", get(idle)).with_state(()),
+                )),
+                "/idle",
+            ),
         ];
         let mut addrs = Vec::new();
         for (_, app, path) in &apps {
@@ -312,6 +348,7 @@ async fn oneshot(app: &App, path: &'static str) {
         App::Router(r) => r.clone().oneshot(req).await,
         App::Wrapped(w) => w.clone().oneshot(req).await,
         App::Floor(f) => f.clone().oneshot(req).await,
+        App::PassThrough(p) => p.clone().oneshot(req).await,
     }
     .expect("infallible");
     assert_eq!(resp.status(), StatusCode::OK);
@@ -453,6 +490,7 @@ fn paired() {
         ("idle_sqlx_atomic_service", "idle_no_layer", 200),
         ("idle_floor_service", "idle_no_layer", 200),
         ("idle_sqlx_atomic_service", "idle_floor_service", 200),
+        ("idle_sqlx_atomic_service", "idle_passthrough_service", 200),
     ];
     // Calibration (`SQLX_ATOMIC_PAIRED_ONLY=calibration`): each side against itself.
     if common::calibrating() {
@@ -532,6 +570,14 @@ fn controlled(rounds: usize) {
         // the handler in a task-local scope and catches its panic costs.
         (
             "idle_floor_service",
+            "idle_no_layer",
+            "idle_no_layer_copy",
+            200,
+        ),
+        // What serving a service around the router costs by itself (a service that does
+        // nothing), timed the same way: the part of the two rows above that no layer can avoid.
+        (
+            "idle_passthrough_service",
             "idle_no_layer",
             "idle_no_layer_copy",
             200,
