@@ -179,13 +179,14 @@ pub(crate) fn savepoint_name(id: SpId) -> String {
     format!("sqlx_atomic_sp{}", id.0)
 }
 
-/// The text of a control statement, for logs and the statement recorder.
-pub(crate) fn control_text(stmt: Control, begin: Option<&str>) -> String {
-    ControlText { stmt, begin }.to_string()
+/// The text of a savepoint statement.
+fn savepoint_text(stmt: Control) -> String {
+    ControlText { stmt, begin: None }.to_string()
 }
 
 /// A control statement's text, written only when shown (a log line that is enabled, the
-/// statement recorder): sending BEGIN or COMMIT allocates no string.
+/// statement recorder): sending BEGIN or COMMIT allocates no string. `begin`: the text of a
+/// BEGIN other than the backend's plain one (the alias's own, or one with options).
 pub(crate) struct ControlText<'a> {
     pub(crate) stmt: Control,
     pub(crate) begin: Option<&'a str>,
@@ -194,7 +195,7 @@ pub(crate) struct ControlText<'a> {
 impl std::fmt::Display for ControlText<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.stmt {
-            Control::Begin => f.write_str(self.begin.unwrap_or("BEGIN")),
+            Control::Begin(_) => f.write_str(self.begin.unwrap_or("BEGIN")),
             Control::Commit => f.write_str("COMMIT"),
             Control::Rollback => f.write_str("ROLLBACK"),
             Control::Savepoint(id) => write!(f, "SAVEPOINT {}", savepoint_name(id)),
@@ -216,13 +217,13 @@ where
     match stmt {
         // BEGIN/COMMIT/ROLLBACK go through sqlx's own transaction manager, so its depth counter is
         // right and `start_rollback` (used when a block is dropped) works as for sqlx's Transaction.
-        Control::Begin => {
+        Control::Begin(_) => {
             let custom = begin.map(|b| AssertSqlSafe(b.to_owned()).into_sql_str());
             DB::TransactionManager::begin(&mut **conn, custom).await
         }
         Control::Commit => DB::TransactionManager::commit(&mut **conn).await,
         Control::Rollback => DB::TransactionManager::rollback(&mut **conn).await,
-        other => sqlx::raw_sql(AssertSqlSafe(control_text(other, None)))
+        other => sqlx::raw_sql(AssertSqlSafe(savepoint_text(other)))
             .execute(&mut **conn)
             .await
             .map(drop),
@@ -258,5 +259,23 @@ impl AnyConn {
 
     pub(crate) fn close_on_drop(&mut self) {
         dispatch!(AnyConn, self, c => c.close_on_drop())
+    }
+}
+
+impl AnyConn {
+    /// MySQL/MariaDB's `innodb_rollback_on_timeout`: whether a lock wait timeout rolled the whole
+    /// transaction back. False on the other backends, and when it cannot be read.
+    pub(crate) async fn rollback_on_timeout(&mut self) -> bool {
+        match self {
+            #[cfg(feature = "mysql")]
+            AnyConn::MySql(c) => {
+                sqlx::query_scalar::<_, i64>("SELECT CAST(@@innodb_rollback_on_timeout AS SIGNED)")
+                    .fetch_one(&mut **c)
+                    .await
+                    .is_ok_and(|on| on != 0)
+            }
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
     }
 }

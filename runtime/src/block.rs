@@ -1,16 +1,21 @@
 //! The block runner: runs a future as an atomic block, on every exit path.
 
 use std::borrow::Cow;
+use std::ops::ControlFlow;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use tracing::Instrument;
 
+use crate::backend::connection_gone;
+use crate::classify::{Cause, Effect, conflict_of};
 use crate::config::lookup;
 use crate::context::{AliasCtx, Context, Frame, Lease};
 use crate::error::{Error, ErrorKind};
 use crate::hooks::run_hooks;
+use crate::options::{Isolation, LockMode, Retry};
 use crate::state::{BlockOpts, Control, Outcome};
 
 /// A result type an atomic block may return: `Result<T, E>` with `E: From<sqlx_atomic::Error>`.
@@ -104,6 +109,82 @@ impl Atomic {
         self
     }
 
+    /// The transaction's isolation level; see [`Isolation`] for what each backend is sent.
+    ///
+    /// Like every transaction option, it belongs to the outermost block: a nested block must
+    /// give the same level or none ([`ErrorKind::OptionMismatch`]).
+    pub fn isolation(mut self, level: Isolation) -> Self {
+        self.opts.txn.isolation = Some(level);
+        self
+    }
+
+    /// `true`: a read-only transaction (`BEGIN READ ONLY` on PostgreSQL, `START TRANSACTION READ
+    /// ONLY` on MySQL/MariaDB, in the same round trip as the BEGIN); the server refuses its
+    /// writes. SQLite has no read-only transactions: there the block fails with
+    /// [`ErrorKind::Unsupported`] before anything is sent.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.opts.txn.read_only = Some(read_only);
+        self
+    }
+
+    /// SQLite's lock mode ([`LockMode`]): `BEGIN IMMEDIATE` or `BEGIN EXCLUSIVE` instead of the
+    /// deferred default. PostgreSQL and MySQL/MariaDB refuse it ([`ErrorKind::Unsupported`]).
+    pub fn lock(mut self, mode: LockMode) -> Self {
+        self.opts.txn.lock = Some(mode);
+        self
+    }
+
+    /// A deadline for the transaction. When it passes, the body is cancelled, the connection
+    /// closed (the server rolls the transaction back) and the block fails with
+    /// [`ErrorKind::TimedOut`]. On PostgreSQL the BEGIN also sets `statement_timeout` and
+    /// `lock_timeout` for the transaction (`SET LOCAL`, same round trip), so the server stops a
+    /// statement that outlives it; MySQL/MariaDB and SQLite have no transaction-scoped
+    /// timeout, so there the deadline is the client's alone. Needs a tokio runtime with timers.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.opts.txn.timeout = Some(timeout);
+        self
+    }
+
+    /// Runs the block again, as a new transaction, when an attempt fails with a conflict that
+    /// the server rolled back: a serialization failure (PostgreSQL 40001), a deadlock
+    /// (PostgreSQL 40P01, MySQL/MariaDB 1213, a Galera certification failure), a lock wait
+    /// timeout that rolled the transaction back (MySQL/MariaDB 1205 with
+    /// `innodb_rollback_on_timeout`), or SQLite's busy errors. `retry` is a count of retries
+    /// after the first attempt, or a [`Retry`] with its backoff.
+    ///
+    /// The body is made anew for each attempt, so the retried form takes a closure; a failed
+    /// attempt's on_commit hooks are dropped with it. Any other error is returned at once, and
+    /// so is a COMMIT whose outcome is unknown ([`ErrorKind::CommitUnknown`]). When the last
+    /// attempt fails with a conflict too, the block fails with
+    /// [`ErrorKind::RetriesExhausted`], which counts the attempts. Only an outermost block can
+    /// be retried: nested in another block of the alias, or in a per-request transaction, it
+    /// fails with [`ErrorKind::RetryNested`] before anything is sent (for a request, opt the
+    /// handler out with `#[non_atomic_requests]` and retry a block inside it). Needs a tokio
+    /// runtime with timers.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sqlx_atomic::Error> {
+    /// # sqlx_atomic::Databases::new().add("default", sqlx_atomic::Database::connect_lazy("sqlite::memory:")?).install()?;
+    /// use sqlx_atomic::{sqlite, Atomic, Error, LockMode};
+    /// let db = sqlite("default");
+    /// let n: i64 = Atomic::new()
+    ///     .lock(LockMode::Immediate)
+    ///     .retry(5)
+    ///     .run(|| async {
+    ///         sqlx::query_scalar("SELECT 41 + 1").fetch_one(&db).await.map_err(Error::from)
+    ///     })
+    ///     .await?;
+    /// assert_eq!(n, 42);
+    /// # Ok(()) }
+    /// ```
+    pub fn retry(mut self, retry: impl Into<Retry>) -> AtomicRetry {
+        self.opts.retry = true;
+        AtomicRetry {
+            atomic: self,
+            retry: retry.into(),
+        }
+    }
+
     #[doc(hidden)]
     pub fn __test_block(mut self) -> Self {
         self.opts.test = true;
@@ -112,6 +193,17 @@ impl Atomic {
 
     /// Runs `body` as the block and returns its result, after the commit or rollback.
     pub fn run<F, R>(self, body: F) -> impl Future<Output = R>
+    where
+        F: Future<Output = R>,
+        R: AtomicResult,
+    {
+        let attempt = self.attempt(body);
+        async move { attempt.await.0 }
+    }
+
+    /// Runs `body` as the block: its result, and the conflict that kept an outermost block from
+    /// committing, if one did.
+    fn attempt<F, R>(self, body: F) -> impl Future<Output = (R, Option<Cause>)>
     where
         F: Future<Output = R>,
         R: AtomicResult,
@@ -137,7 +229,7 @@ impl Atomic {
         }
     }
 
-    async fn run_in<F, R>(self, frame: Frame, body: std::pin::Pin<Box<F>>) -> R
+    async fn run_in<F, R>(self, frame: Frame, body: std::pin::Pin<Box<F>>) -> (R, Option<Cause>)
     where
         F: Future<Output = R>,
         R: AtomicResult,
@@ -150,7 +242,7 @@ impl Atomic {
             span,
         } = match self.enter(&frame) {
             Ok(e) => e,
-            Err(e) => return R::__from_error(e),
+            Err(e) => return (R::__from_error(e), None),
         };
         let mut guard = Armed {
             actx: &actx,
@@ -159,17 +251,27 @@ impl Atomic {
         };
         let body = AssertUnwindSafe(body).catch_unwind();
         // A span no subscriber wants is not entered and left at every poll of the body.
-        let outcome = match span {
-            None => body_frame.scope(body).await,
-            Some(span) => body_frame.scope(body.instrument(span)).await,
+        let body = async move {
+            match span {
+                None => body_frame.scope(body).await,
+                Some(span) => body_frame.scope(body.instrument(span)).await,
+            }
+        };
+        // The transaction's deadline is its outermost block's.
+        let outcome = match self.opts.txn.timeout.filter(|_| depth == 1) {
+            None => body.await,
+            Some(limit) => match tokio::time::timeout(limit, body).await {
+                Ok(outcome) => outcome,
+                Err(_) => Ok(R::__from_error(timed_out(&actx, limit))),
+            },
         };
         guard.armed = false;
         let body_ok = matches!(&outcome, Ok(r) if r.__is_ok());
         // All of the block's work is in `end_block`, polled through one function that is not
         // inlined: its code is compiled once, shared by the blocks of every result type.
         let mut end = std::pin::pin!(end_block(&actx, id, depth, body_ok));
-        let error = std::future::poll_fn(|cx| poll_shared(end.as_mut(), cx)).await;
-        resolve(outcome, error)
+        let ended = std::future::poll_fn(|cx| poll_shared(end.as_mut(), cx)).await;
+        (resolve(outcome, ended.error), ended.conflict)
     }
 
     /// Enters the block in `frame`'s context: everything before the body runs that does not
@@ -183,6 +285,10 @@ impl Atomic {
             if frame.innermost(entry.index) != st.top_block() {
                 return Err(actx.err(ErrorKind::ConcurrentBlocks));
             }
+            self.opts
+                .txn
+                .check(entry.kind, entry.db.begin.is_some())
+                .map_err(|k| actx.err(k))?;
             st.enter(id, self.opts).map_err(|k| actx.err(k))?;
             st.depth()
         };
@@ -274,15 +380,25 @@ fn poll_shared<F: Future>(
     fut.poll(cx)
 }
 
+/// How a block ended: the error it fails with, if any, and the conflict that kept an outermost
+/// block from committing, if one did (running it again may succeed).
+pub(crate) struct Ended {
+    pub(crate) error: Option<Error>,
+    pub(crate) conflict: Option<Cause>,
+}
+
+impl Ended {
+    fn failed(error: Error) -> Self {
+        Ended {
+            error: Some(error),
+            conflict: None,
+        }
+    }
+}
+
 /// Leaves block `id` after its body finished (`body_ok`: with `Ok`): sends what the exit owes,
-/// gives the connection back when the transaction ended and runs the committed hooks. Returns
-/// the error the block fails with, if any.
-pub(crate) async fn end_block(
-    actx: &Arc<AliasCtx>,
-    id: u64,
-    depth: usize,
-    body_ok: bool,
-) -> Option<Error> {
+/// gives the connection back when the transaction ended and runs the committed hooks.
+pub(crate) async fn end_block(actx: &Arc<AliasCtx>, id: u64, depth: usize, body_ok: bool) -> Ended {
     let planned = actx.state().exit(
         id,
         if body_ok {
@@ -293,13 +409,16 @@ pub(crate) async fn end_block(
     );
     let plan = match planned {
         Ok(p) => p,
-        Err(k) => return Some(actx.err(k)),
+        Err(k) => return Ended::failed(actx.err(k)),
     };
     if !plan.ends_transaction {
         if tracing::level_enabled!(tracing::Level::TRACE) {
             trace_left(actx, depth, body_ok);
         }
-        return plan.error.map(|k| actx.err(k));
+        return Ended {
+            error: plan.error.map(|k| actx.err(k)),
+            conflict: None,
+        };
     }
     let error = plan.error.map(|k| actx.err(k));
     if !plan.stmts.is_empty() || plan.close_connection {
@@ -308,14 +427,14 @@ pub(crate) async fn end_block(
             // Only a result stream's hold refuses at once.
             Some(Err(_)) => {
                 exit_guard.armed = false;
-                return Some(stream_outlived_block(actx));
+                return Ended::failed(stream_outlived_block(actx));
             }
             Some(leased) => leased,
             None => actx.lease().await,
         };
         let mut lease = match leased {
             Ok(l) => l,
-            Err(e) => return Some(e),
+            Err(e) => return Ended::failed(e),
         };
         exit_guard.armed = false;
         let mut close = plan.close_connection;
@@ -324,7 +443,7 @@ pub(crate) async fn end_block(
         {
             if plan.stmts.contains(&Control::Commit) {
                 // 1.7: the commit failed; roll back, or close the connection.
-                return Some(commit_failed(lease, e).await);
+                return commit_failed(lease, e).await;
             }
             rollback_failed(actx, &e);
             close = true;
@@ -340,17 +459,116 @@ pub(crate) async fn end_block(
         // block only prepared one.
         actx.release_now(false, false);
     }
-    if tracing::level_enabled!(tracing::Level::DEBUG) {
-        debug_ended(actx, !plan.hooks.is_empty() || (body_ok && error.is_none()));
+    if error.is_some() || tracing::level_enabled!(tracing::Level::DEBUG) {
+        transaction_ended(actx, plan.commits, body_ok, error.as_ref());
     }
-    if error.is_none()
-        && body_ok
+    if plan.commits
         && !plan.hooks.is_empty()
         && let Err(e) = run_hooks(actx.name(), plan.hooks).await
     {
-        return Some(e);
+        return Ended::failed(e);
     }
-    error
+    Ended {
+        error,
+        conflict: plan.conflict,
+    }
+}
+
+/// The block's deadline passed and its body was dropped: the connection is closed, so that
+/// the server rolls the transaction back even if a statement was still running, and the
+/// transaction is treated as lost.
+#[cold]
+#[inline(never)]
+fn timed_out(actx: &Arc<AliasCtx>, limit: Duration) -> Error {
+    actx.state().connection_lost();
+    actx.release_now(false, true);
+    tracing::warn!(target: "sqlx_atomic", alias = %actx.name(), timeout = ?limit, "atomic block timed out; rolled back");
+    actx.err(ErrorKind::TimedOut(limit))
+}
+
+/// Runs a block again after each attempt that failed with a conflict: the retried form of
+/// [`Atomic`], made by [`Atomic::retry`].
+#[derive(Debug, Clone)]
+pub struct AtomicRetry {
+    atomic: Atomic,
+    retry: Retry,
+}
+
+impl AtomicRetry {
+    /// Runs the block: `body` makes each attempt's future. Returns the result of the attempt
+    /// that committed, or that failed with anything but a conflict, or
+    /// [`ErrorKind::RetriesExhausted`].
+    pub async fn run<F, Fut, R>(self, mut body: F) -> R
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = R>,
+        R: AtomicResult,
+    {
+        let mut attempts = self.__attempts();
+        loop {
+            if let ControlFlow::Break(out) = attempts.attempt(body()).await {
+                return out;
+            }
+        }
+    }
+
+    /// The attempts, one at a time: what `#[atomic(retry = ..)]` expands to, so that each
+    /// attempt's body can borrow the function's arguments.
+    #[doc(hidden)]
+    pub fn __attempts(self) -> Attempts {
+        Attempts {
+            atomic: self.atomic,
+            retry: self.retry,
+            made: 0,
+        }
+    }
+}
+
+/// The attempts of a retried block (see [`AtomicRetry`]).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Attempts {
+    atomic: Atomic,
+    retry: Retry,
+    made: u32,
+}
+
+impl Attempts {
+    /// Runs one attempt: `Break` with the block's result, or `Continue` (after the backoff)
+    /// when it failed with a conflict and another attempt may follow.
+    pub async fn attempt<F, R>(&mut self, body: F) -> ControlFlow<R>
+    where
+        F: Future<Output = R>,
+        R: AtomicResult,
+    {
+        self.made += 1;
+        let (out, conflict) = self.atomic.clone().attempt(body).await;
+        let Some(cause) = conflict else {
+            return ControlFlow::Break(out);
+        };
+        let alias = self.atomic.alias.as_ref();
+        if self.made > self.retry.retries() {
+            let attempts = self.made;
+            tracing::warn!(target: "sqlx_atomic", alias, attempts, error = %cause, "atomic block gave up after a conflict");
+            return ControlFlow::Break(R::__from_error(Error::named(
+                alias,
+                ErrorKind::RetriesExhausted { attempts, cause },
+            )));
+        }
+        let delay = self.retry.delay(self.made, random());
+        tracing::debug!(target: "sqlx_atomic", alias, attempt = self.made, ?delay, error = %cause, "atomic block failed with a conflict; running it again");
+        tokio::time::sleep(delay).await;
+        ControlFlow::Continue(())
+    }
+}
+
+/// A random number for the backoff's jitter: the standard library's randomly keyed hasher,
+/// keyed anew for each call.
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::hash::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    hasher.finish()
 }
 
 // The events of every block, out of line: the code that builds them is not laid out between
@@ -371,10 +589,26 @@ fn trace_left(actx: &AliasCtx, depth: usize, ok: bool) {
     tracing::trace!(target: "sqlx_atomic", alias = %actx.name(), depth, ok, "atomic block left");
 }
 
+/// The transaction's end, as it happened: a WARN when an error rolled it back although the
+/// body returned `Ok` (the caller is told by the block's error; the log says so too), DEBUG
+/// otherwise.
 #[cold]
 #[inline(never)]
-fn debug_ended(actx: &AliasCtx, committed: bool) {
-    tracing::debug!(target: "sqlx_atomic", alias = %actx.name(), committed, "transaction ended");
+fn transaction_ended(actx: &AliasCtx, committed: bool, body_ok: bool, error: Option<&Error>) {
+    match error {
+        Some(e) if body_ok => {
+            tracing::warn!(target: "sqlx_atomic", alias = %actx.name(), committed, error = %e, "transaction rolled back")
+        }
+        Some(e) => {
+            tracing::debug!(target: "sqlx_atomic", alias = %actx.name(), committed, error = %e, "transaction rolled back")
+        }
+        None if committed => {
+            tracing::debug!(target: "sqlx_atomic", alias = %actx.name(), committed, "transaction committed")
+        }
+        None => {
+            tracing::debug!(target: "sqlx_atomic", alias = %actx.name(), committed, "transaction rolled back")
+        }
+    }
 }
 
 /// A result stream still held the connection when its transaction ended.
@@ -385,16 +619,35 @@ fn stream_outlived_block(actx: &Arc<AliasCtx>) -> Error {
     actx.err(ErrorKind::StreamOutlivedBlock)
 }
 
-/// 1.7: the COMMIT failed: roll back, or close the connection if that fails too.
-async fn commit_failed(mut lease: Lease, e: Error) -> Error {
-    let close = lease.send(&[Control::Rollback]).await.is_err();
+/// 1.7: the COMMIT failed: roll back, or close the connection if that fails too. A COMMIT cut
+/// off by a failed connection has an unknown outcome; one the server refused with a conflict
+/// rolled back, and running the block again may succeed.
+async fn commit_failed(mut lease: Lease, e: Error) -> Ended {
+    let unknown = e.as_sqlx().is_none_or(connection_gone);
+    let close = unknown || lease.send(&[Control::Rollback]).await.is_err();
     tracing::warn!(target: "sqlx_atomic", alias = %lease.actx.name(), error = %e, "COMMIT failed; rolled back");
     if let Some(mut conn) = lease.take_conn()
         && close
     {
         conn.close_on_drop();
     }
-    e
+    let alias = lease.actx.name().clone();
+    match e.kind_owned() {
+        ErrorKind::Sqlx(sqlx_error) if unknown => Ended::failed(Error::at(
+            &alias,
+            ErrorKind::CommitUnknown(sqlx_error),
+        )),
+        ErrorKind::Sqlx(sqlx_error) => {
+            let conflict = conflict_of(&sqlx_error)
+                .is_some()
+                .then(|| Cause::of(&sqlx_error, Effect::Transaction));
+            Ended {
+                error: Some(Error::at(&alias, ErrorKind::Sqlx(sqlx_error))),
+                conflict,
+            }
+        }
+        other => Ended::failed(Error::at(&alias, other)),
+    }
 }
 
 /// 1.5: a failed rollback is logged and the connection closed.

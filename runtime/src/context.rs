@@ -613,6 +613,11 @@ impl Lease {
         self.acquire().await
     }
 
+    /// The lease's connection, if it has one.
+    pub(crate) fn conn_mut(&mut self) -> Option<&mut AnyConn> {
+        self.conn.as_mut()
+    }
+
     pub(crate) fn has_conn(&self) -> bool {
         self.conn.is_some()
     }
@@ -641,8 +646,16 @@ impl Lease {
             return Err(self.actx.err(ErrorKind::ConnectionLost));
         }
         self.set_phase(Phase::Control);
-        let begin = self.actx.entry.db.begin.as_deref();
         for &stmt in stmts {
+            // A BEGIN with options is written for this transaction; the alias's own BEGIN, if
+            // any, otherwise (the two never meet: `TxnOpts::check`).
+            let with_options = match stmt {
+                Control::Begin(opts) if !opts.is_empty() => opts.begin_sql(self.actx.entry.kind),
+                _ => None,
+            };
+            let begin = with_options
+                .as_deref()
+                .or(self.actx.entry.db.begin.as_deref());
             let text = crate::backend::ControlText { stmt, begin };
             if tracing::level_enabled!(tracing::Level::DEBUG) {
                 debug_control(&self.actx, &text);
@@ -701,7 +714,12 @@ impl Drop for Lease {
                 }
                 self.actx.state().connection_lost();
             }
-            Phase::Query => self.actx.state().query_failed(true),
+            Phase::Query => self.actx.state().query_failed(
+                crate::classify::Cause::refused(
+                    "a statement was cancelled while in flight".to_owned(),
+                ),
+                Some(crate::classify::Effect::Statement),
+            ),
             Phase::Idle | Phase::Stream => {}
         }
         let (closed, wake) = {

@@ -1,7 +1,11 @@
 //! The error type of sqlx-atomic.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
+
+use crate::classify::{Cause, Conflict, conflict_of};
 
 /// A boxed error, as returned by hooks.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -85,6 +89,36 @@ pub enum ErrorKind {
     StreamOutlivedBlock,
     /// A handler could not opt out of its per-request transaction (8.2); the reason.
     OptOut(&'static str),
+    /// The block was rolled back, not committed (or its savepoint rolled back), because a statement
+    /// in it failed, although its body returned `Ok`: the body ignored that error. The cause is
+    /// the first error that doomed the block; its code is [`Error::code`].
+    RolledBack(Cause),
+    /// The block was run [`retry`](crate::Atomic::retry) times more after its first attempt, and
+    /// the last attempt failed with a conflict too.
+    RetriesExhausted {
+        /// How many attempts were made in all.
+        attempts: u32,
+        /// The conflict that failed the last attempt.
+        cause: Cause,
+    },
+    /// The connection failed while COMMIT was in flight: whether the transaction was committed
+    /// is unknown. It is never retried; reconcile with the database.
+    CommitUnknown(sqlx::Error),
+    /// The block's `timeout` passed: its body was cancelled and the transaction rolled back.
+    TimedOut(Duration),
+    /// `retry` on a block that is not an outermost one (it is nested in another block of the
+    /// alias, or in a per-request transaction): only a whole transaction can be run again.
+    RetryNested,
+    /// A transaction option the alias's backend cannot honour; the option and the backend.
+    Unsupported {
+        /// The option, as written in `#[atomic(..)]`.
+        option: &'static str,
+        /// The alias's backend.
+        backend: &'static str,
+    },
+    /// A nested block's transaction option differs from the outermost block's: options belong
+    /// to the transaction, so a nested block must repeat them or leave them out.
+    OptionMismatch(&'static str),
     /// An on_commit hook failed (rule 5.7). The transaction had been committed.
     Hook {
         /// The hook's name, when it was given one.
@@ -155,6 +189,65 @@ impl Error {
             ErrorKind::Sqlx(e) => e,
             _ => sqlx::Error::Configuration(Box::new(self)),
         }
+    }
+
+    /// The first error that doomed a block that was rolled back, when this error reports one
+    /// ([`ErrorKind::RolledBack`], [`ErrorKind::RetriesExhausted`]).
+    pub fn cause(&self) -> Option<&Cause> {
+        match &self.0.kind {
+            ErrorKind::RolledBack(c) | ErrorKind::RetriesExhausted { cause: c, .. } => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The database error's code: the SQLSTATE on PostgreSQL and MySQL/MariaDB, the extended
+    /// result code on SQLite; for a block rolled back by an ignored error, that error's code.
+    ///
+    /// ```
+    /// let err = sqlx_atomic::Error::from(sqlx::Error::RowNotFound);
+    /// assert_eq!(err.code(), None);
+    /// ```
+    pub fn code(&self) -> Option<Cow<'_, str>> {
+        match &self.0.kind {
+            ErrorKind::Sqlx(sqlx::Error::Database(db)) => db.code(),
+            _ => self.cause().and_then(Cause::code).map(Cow::Borrowed),
+        }
+    }
+
+    /// The conflict between transactions this error reports, if any.
+    pub fn conflict(&self) -> Option<Conflict> {
+        match &self.0.kind {
+            ErrorKind::Sqlx(e) => conflict_of(e),
+            _ => self.cause().and_then(Cause::conflict),
+        }
+    }
+
+    /// Whether this is a serialization failure (PostgreSQL's SQLSTATE 40001).
+    pub fn is_serialization_failure(&self) -> bool {
+        self.conflict() == Some(Conflict::Serialization)
+    }
+
+    /// Whether this is a deadlock (PostgreSQL's 40P01, MySQL/MariaDB's 1213, a Galera
+    /// certification failure).
+    pub fn is_deadlock(&self) -> bool {
+        self.conflict() == Some(Conflict::Deadlock)
+    }
+
+    /// Whether running the whole transaction again may succeed: a serialization failure, a
+    /// deadlock, SQLite's busy family, or a lock wait timeout after which the server rolled the
+    /// transaction back. A lock wait timeout seen on its own (MySQL's 1205, which may have
+    /// failed only the statement) is not.
+    pub fn is_retryable(&self) -> bool {
+        match self.conflict() {
+            Some(Conflict::LockTimeout) => self.cause().is_some(),
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// Whether COMMIT's outcome is unknown (the connection failed while it was in flight).
+    pub fn is_commit_unknown(&self) -> bool {
+        matches!(self.0.kind, ErrorKind::CommitUnknown(_))
     }
 
     pub(crate) fn kind_owned(self) -> ErrorKind {
@@ -254,6 +347,38 @@ impl fmt::Display for ErrorKind {
                 f,
                 "non_atomic_requests: cannot opt this handler out of the request transaction: {why}"
             ),
+            ErrorKind::RolledBack(cause) => write!(
+                f,
+                "rolled back, not committed: a statement in the block failed and the block's body \
+                 returned Ok anyway; the first error was: {cause}"
+            ),
+            ErrorKind::RetriesExhausted { attempts, cause } => write!(
+                f,
+                "gave up after {attempts} attempts; the last one failed with a conflict: {cause}"
+            ),
+            ErrorKind::CommitUnknown(e) => write!(
+                f,
+                "the connection failed while COMMIT was in flight, so whether the transaction was \
+                 committed is unknown (it was not retried): {e}"
+            ),
+            ErrorKind::TimedOut(after) => write!(
+                f,
+                "the block's timeout ({after:?}) passed: its body was cancelled and the transaction \
+                 rolled back"
+            ),
+            ErrorKind::RetryNested => f.write_str(
+                "`retry` needs an outermost block, but this block is nested in another block of \
+                 the alias or in a per-request transaction; retry the outermost block instead \
+                 (for a request, opt the handler out with #[non_atomic_requests])",
+            ),
+            ErrorKind::Unsupported { option, backend } => {
+                write!(f, "the transaction option `{option}` is not supported by {backend}")
+            }
+            ErrorKind::OptionMismatch(option) => write!(
+                f,
+                "a nested block's `{option}` differs from its transaction's: options belong to the \
+                 outermost block, so a nested block must repeat them or leave them out"
+            ),
             ErrorKind::Hook { name, source } => match name {
                 Some(n) => write!(f, "on_commit hook `{n}` failed after the commit: {source}"),
                 None => write!(f, "an on_commit hook failed after the commit: {source}"),
@@ -287,7 +412,7 @@ impl fmt::Debug for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.0.kind {
-            ErrorKind::Sqlx(e) => Some(e),
+            ErrorKind::Sqlx(e) | ErrorKind::CommitUnknown(e) => Some(e),
             ErrorKind::Hook { source, .. } => Some(&**source),
             _ => None,
         }

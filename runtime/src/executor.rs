@@ -11,7 +11,8 @@ use futures_core::stream::BoxStream;
 use futures_util::TryStreamExt;
 use sqlx::{Database, Either, Execute, Executor, Pool, SqlStr};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, connection_gone};
+use crate::classify::{Cause, Effect, effect_of, is_lock_timeout};
 use crate::config::lookup;
 use crate::context::{AliasCtx, Frame, Lease, Phase};
 use crate::error::{Error, ErrorKind};
@@ -145,7 +146,7 @@ async fn target<DB: Backend>(alias: &str) -> Result<(Target<DB>, Option<Arc<Alia
         Ok(l) => l,
         Err(e) => {
             // A refused query still dooms the block (3.2): its caller may ignore the error.
-            actx.state().query_failed(false);
+            actx.state().query_failed(Cause::refused(e.to_string()), None);
             return Err(e);
         }
     };
@@ -157,8 +158,9 @@ async fn target<DB: Backend>(alias: &str) -> Result<(Target<DB>, Option<Arc<Alia
     let route = {
         let mut st = actx.state();
         if innermost != st.top_block() {
-            st.query_failed(false);
-            return Err(actx.err(ErrorKind::ConcurrentBlocks));
+            let e = actx.err(ErrorKind::ConcurrentBlocks);
+            st.query_failed(Cause::refused(e.to_string()), None);
+            return Err(e);
         }
         st.before_query().map_err(|k| actx.err(k))?
     };
@@ -170,7 +172,7 @@ async fn target<DB: Backend>(alias: &str) -> Result<(Target<DB>, Option<Arc<Alia
         }
         Route::Conn(plan) => {
             if let Err(e) = lease.send(&plan).await {
-                actx.state().control_failed();
+                control_failed(&actx, &e);
                 return Err(e);
             }
             Ok((Target::Conn(lease), Some(actx)))
@@ -205,14 +207,56 @@ impl<'q, DB: Database, E: Execute<'q, DB>> Execute<'q, DB> for Tap<E> {
     }
 }
 
-fn finish<T>(lease: &mut Lease, result: &Result<T, sqlx::Error>) {
+async fn finish<T>(lease: &mut Lease, result: &Result<T, sqlx::Error>) {
     lease.set_phase(Phase::Idle);
     if let Err(e) = result {
-        lease
-            .actx
-            .state()
-            .query_failed(matches!(e, sqlx::Error::Database(_)));
+        Box::pin(query_failed(lease, e)).await;
     }
+}
+
+/// A query on the task's connection failed with `e` (3.2): its block is doomed, and what the
+/// error did on the server decides what is left of the transaction. Boxed by its caller: rare,
+/// and its futures are not laid out in every query's.
+#[cold]
+async fn query_failed(lease: &mut Lease, e: &sqlx::Error) {
+    let effect = match e {
+        sqlx::Error::Database(_) => {
+            // Only a lock wait timeout needs to ask the server what it did.
+            let rolled_back = if is_lock_timeout(e) {
+                match lease.conn_mut() {
+                    Some(conn) => conn.rollback_on_timeout().await,
+                    None => false,
+                }
+            } else {
+                false
+            };
+            Some(effect_of(e, || rolled_back))
+        }
+        _ if connection_gone(e) => Some(Effect::Connection),
+        // Not the server's error (a row was missing, a value did not decode): the block is
+        // doomed all the same, but the server's transaction is as it was.
+        _ => None,
+    };
+    if effect == Some(Effect::Connection)
+        && let Some(mut conn) = lease.take_conn()
+    {
+        conn.close_on_drop();
+    }
+    let cause = Cause::of(e, effect.unwrap_or(Effect::Statement));
+    lease.actx.state().query_failed(cause, effect);
+}
+
+/// An owed control statement failed with `e` before a query.
+#[cold]
+fn control_failed(actx: &AliasCtx, e: &Error) {
+    let (cause, effect) = match e.as_sqlx() {
+        Some(sqlx_error) => {
+            let effect = effect_of(sqlx_error, || false);
+            (Cause::of(sqlx_error, effect), effect)
+        }
+        None => (Cause::refused(e.to_string()), Effect::Connection),
+    };
+    actx.state().control_failed(cause, effect);
 }
 
 /// The body of the one-shot `Executor` methods: run on the pool, or on the task's connection after
@@ -231,7 +275,7 @@ macro_rules! one_shot {
                     lease.set_phase(Phase::Query);
                     let conn = lease.typed::<DB>().map_err(sqlx_err)?;
                     let result = (&mut **conn).$method(query).await;
-                    finish(&mut lease, &result);
+                    finish(&mut lease, &result).await;
                     result
                 }
             }
@@ -276,7 +320,7 @@ where
                             }
                         }
                     };
-                    finish(&mut lease, &result);
+                    finish(&mut lease, &result).await;
                     result?;
                 }
             }

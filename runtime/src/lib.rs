@@ -8,27 +8,31 @@
 
 mod backend;
 mod block;
+mod classify;
 mod config;
 mod context;
 mod control;
 mod error;
 mod executor;
 mod hooks;
+mod options;
 mod requests;
 mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use backend::Backend;
-pub use block::{Atomic, AtomicResult};
+pub use block::{Atomic, AtomicResult, AtomicRetry, Attempts};
 pub use config::{Database, Databases, atomic_requests, installed_aliases, is_installed, pool};
 pub use context::RecordedStatement;
 pub use control::{
     Alias, SavepointId, Scope, clean_savepoints, commit, get_autocommit, get_rollback, rollback,
     savepoint, savepoint_commit, savepoint_rollback, scope, set_autocommit, set_rollback, using,
 };
+pub use classify::{Cause, Conflict};
 pub use error::{BoxError, Error, ErrorKind};
 pub use executor::Handle;
+pub use options::{Isolation, LockMode, Retry};
 #[cfg(feature = "mysql")]
 pub use executor::mysql;
 #[cfg(feature = "postgres")]

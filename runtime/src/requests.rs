@@ -442,7 +442,7 @@ mod layer {
                 // An alias the handler opted out of has no block: nothing to flag.
                 let _ = actx.state().set_rollback(true);
             }
-            if let Some(e) = end_block(&actx, id, 1, true).await {
+            if let Some(e) = end_block(&actx, id, 1, true).await.error {
                 failure.get_or_insert(e);
             }
         }

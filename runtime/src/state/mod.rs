@@ -7,7 +7,9 @@
 
 use smallvec::SmallVec;
 
+use crate::classify::{Cause, Effect};
 use crate::error::ErrorKind;
+use crate::options::TxnOpts;
 
 /// A savepoint id, unique within a transaction; its SQL name is generated from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -16,7 +18,8 @@ pub struct SpId(pub u64);
 /// A transaction-control statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Control {
-    Begin,
+    /// BEGIN, with the transaction's options.
+    Begin(TxnOpts),
     Commit,
     Rollback,
     Savepoint(SpId),
@@ -44,6 +47,10 @@ pub(crate) struct BlockOpts {
     pub durable: bool,
     /// A test helper's outermost block: always rolled back, not counted by the durable rule.
     pub test: bool,
+    /// The block is run again after a conflict: it must be an outermost block.
+    pub retry: bool,
+    /// The transaction's options (outermost block), or what a nested block expects of them.
+    pub txn: TxnOpts,
 }
 
 impl Default for BlockOpts {
@@ -53,6 +60,8 @@ impl Default for BlockOpts {
             savepoint: true,
             durable: false,
             test: false,
+            retry: false,
+            txn: TxnOpts::default(),
         }
     }
 }
@@ -107,6 +116,11 @@ pub(crate) struct ExitPlan<H> {
     pub error: Option<ErrorKind>,
     /// The connection's state is unknown: close it rather than pool it.
     pub close_connection: bool,
+    /// An outermost block that did not commit because of this conflict: running it again may
+    /// succeed.
+    pub conflict: Option<Cause>,
+    /// The transaction commits (COMMIT is among `stmts`, or nothing was sent to commit).
+    pub commits: bool,
 }
 
 impl<H> ExitPlan<H> {
@@ -117,6 +131,8 @@ impl<H> ExitPlan<H> {
             ends_transaction: false,
             error: None,
             close_connection: false,
+            conflict: None,
+            commits: false,
         }
     }
 }
@@ -156,6 +172,15 @@ pub(crate) struct TxState<H> {
     tracks_abort: bool,
     /// The per-request block a handler opted out of (`non_atomic_requests`).
     opted_out: Option<u64>,
+    /// The first error behind `needs_rollback`, when an error (not `set_rollback`) set it.
+    doom: Option<Cause>,
+    /// An error that doomed the whole transaction (the server rolled it back, a control
+    /// statement failed, the connection was lost): every open block fails with it.
+    fatal: Option<Cause>,
+    /// The server rolled the transaction back on its own: none of its savepoints exist.
+    gone: bool,
+    /// The options of the open transaction.
+    txn_opts: TxnOpts,
 }
 
 impl<H> TxState<H> {
@@ -179,6 +204,10 @@ impl<H> TxState<H> {
             aborted: false,
             tracks_abort,
             opted_out: None,
+            doom: None,
+            fatal: None,
+            gone: false,
+            txn_opts: TxnOpts::default(),
         }
     }
 
@@ -214,8 +243,35 @@ impl<H> TxState<H> {
 
     /// Enters a block (1.1, 1.2, 1.8, 4.2).
     pub(crate) fn enter(&mut self, id: u64, opts: BlockOpts) -> Result<(), ErrorKind> {
-        if opts.durable && self.blocks.iter().any(|b| b.kind != Kind::Test) {
+        let nested_in_real_block = self.blocks.iter().any(|b| b.kind != Kind::Test);
+        if opts.durable && nested_in_real_block {
             return Err(ErrorKind::DurableNested);
+        }
+        if opts.retry && (nested_in_real_block || (self.blocks.is_empty() && !self.autocommit)) {
+            return Err(ErrorKind::RetryNested);
+        }
+        match self.blocks.first() {
+            // An outermost block sets the options; in manual mode the transaction is begun
+            // without any, so a block cannot choose them.
+            None if self.autocommit => {}
+            None => {
+                if let Some(option) = TxnOpts::default().mismatch(&opts.txn) {
+                    return Err(ErrorKind::OptionMismatch(option));
+                }
+            }
+            // A test's transaction takes the options of the first block that gives them, while
+            // its BEGIN is still owed: the code under test runs as it would outside the test.
+            Some(outer) if outer.kind == Kind::Test && !self.begun => {
+                if let Some(option) = self.txn_opts.conflict(&opts.txn) {
+                    return Err(ErrorKind::OptionMismatch(option));
+                }
+                self.txn_opts.adopt(&opts.txn);
+            }
+            Some(_) => {
+                if let Some(option) = self.txn_opts.mismatch(&opts.txn) {
+                    return Err(ErrorKind::OptionMismatch(option));
+                }
+            }
         }
         let hooks_mark = self.hooks.len();
         let (kind, savepoint) = if self.blocks.is_empty() {
@@ -231,6 +287,7 @@ impl<H> TxState<H> {
             (Kind::Nested, None)
         };
         if kind == Kind::Outermost || kind == Kind::Test {
+            self.txn_opts = opts.txn;
             if self.reset_sp_counter {
                 self.next_sp = 0;
                 self.reset_sp_counter = false;
@@ -260,7 +317,7 @@ impl<H> TxState<H> {
         if self.lost {
             return Err(ErrorKind::ConnectionLost);
         }
-        if self.broken || (self.in_block() && self.needs_rollback) {
+        if self.broken || self.fatal.is_some() || (self.in_block() && self.needs_rollback) {
             return Err(ErrorKind::Doomed);
         }
         if self.blocks.is_empty() && self.autocommit {
@@ -274,7 +331,7 @@ impl<H> TxState<H> {
     fn flush(&mut self) -> Stmts {
         let mut plan = Stmts::new();
         if !self.begun {
-            plan.push(Control::Begin);
+            plan.push(Control::Begin(self.txn_opts));
             self.begun = true;
         }
         if let Some(sp) = self.owed_rollback_to.take() {
@@ -302,25 +359,60 @@ impl<H> TxState<H> {
         plan
     }
 
-    /// A query failed (3.2): the enclosing block is doomed, and on PostgreSQL the server aborted
-    /// the transaction.
+    /// A query failed (3.2): the enclosing block is doomed. `effect`: what the failure did on
+    /// the server (`None`: the query was refused before it was sent).
     #[cold]
-    pub(crate) fn query_failed(&mut self, database_error: bool) {
+    pub(crate) fn query_failed(&mut self, cause: Cause, effect: Option<Effect>) {
         if self.in_block() {
             self.needs_rollback = true;
+            self.doom.get_or_insert_with(|| cause.clone());
         }
-        if database_error && self.tracks_abort && self.begun {
-            self.aborted = true;
+        match effect {
+            None => {}
+            Some(Effect::Statement) => {
+                if self.tracks_abort && self.begun {
+                    self.aborted = true;
+                }
+            }
+            Some(Effect::Transaction) => self.transaction_gone(cause),
+            Some(Effect::Connection) => {
+                if self.txn_open {
+                    self.fatal.get_or_insert(cause);
+                }
+                self.connection_lost();
+            }
         }
     }
 
-    /// An owed control statement failed to send: the transaction can only be rolled back whole.
+    /// An owed control statement failed: unless the server says it rolled the transaction back,
+    /// the connection's state is unknown and the transaction can only be rolled back whole.
     #[cold]
-    pub(crate) fn control_failed(&mut self) {
-        self.broken = true;
+    pub(crate) fn control_failed(&mut self, cause: Cause, effect: Effect) {
         if self.in_block() {
             self.needs_rollback = true;
         }
+        match effect {
+            Effect::Transaction => self.transaction_gone(cause),
+            Effect::Statement | Effect::Connection => {
+                self.broken = true;
+                self.fatal.get_or_insert(cause);
+            }
+        }
+    }
+
+    /// The server rolled the whole transaction back (a deadlock on MySQL/MariaDB, a Galera
+    /// certification failure): its savepoints are gone, so none is rolled back to or released,
+    /// and every open block fails with `cause`.
+    fn transaction_gone(&mut self, cause: Cause) {
+        if !self.txn_open {
+            return;
+        }
+        self.fatal.get_or_insert(cause);
+        self.gone = true;
+        self.aborted = false;
+        self.server_sps.clear();
+        self.owed_sps.clear();
+        self.owed_rollback_to = None;
     }
 
     /// The connection was closed under an open transaction (a statement cancelled in flight).
@@ -387,6 +479,10 @@ impl<H> TxState<H> {
         self.broken = false;
         self.lost = false;
         self.aborted = false;
+        self.doom = None;
+        self.fatal = None;
+        self.gone = false;
+        self.txn_opts = TxnOpts::default();
     }
 
     /// Leaves the innermost block, which must be `id` (1.3–1.7, 5.4–5.6, 9.3, 9.4).
@@ -399,7 +495,7 @@ impl<H> TxState<H> {
             return Err(ErrorKind::ConcurrentBlocks);
         }
         let frame = self.blocks.pop().expect("checked above");
-        let failed = outcome == Outcome::Failed || self.needs_rollback;
+        let failed = outcome == Outcome::Failed || self.needs_rollback || self.fatal.is_some();
         let mut plan = ExitPlan::nothing();
         match frame.kind {
             Kind::Nested | Kind::ManualOutermost => {
@@ -410,8 +506,17 @@ impl<H> TxState<H> {
                 } else {
                     self.needs_rollback = false;
                     match frame.savepoint {
-                        Some(sp) if !self.broken => self.rollback_to(sp, frame.hooks_mark)?,
-                        _ => self.needs_rollback = true,
+                        Some(sp) if !self.broken && self.fatal.is_none() => {
+                            self.rollback_to(sp, frame.hooks_mark)?;
+                            // The savepoint undid the failure: the enclosing block goes on, and
+                            // this one reports what it rolled back.
+                            plan.error = self.doom.take().map(ErrorKind::RolledBack);
+                        }
+                        _ => {
+                            self.hooks.truncate(frame.hooks_mark);
+                            self.needs_rollback = true;
+                            plan.error = self.fatal.clone().map(ErrorKind::RolledBack);
+                        }
                     }
                 }
                 if frame.kind == Kind::ManualOutermost && self.lost {
@@ -420,17 +525,16 @@ impl<H> TxState<H> {
             }
             Kind::Outermost | Kind::Test => {
                 let commit = frame.kind == Kind::Outermost && !failed;
+                plan.commits = commit && !self.lost;
+                // What dooms the transaction, when an error (not the body, not `set_rollback`)
+                // does: the block must not report success.
+                let doomed_by = self.fatal.clone().or_else(|| self.doom.clone());
                 if self.lost {
-                    plan.error = Some(ErrorKind::ConnectionLost);
-                } else if commit && self.begun && self.broken {
-                    // The body believes all is well (the flag was cleared), but a statement of
-                    // the transaction's own control failed: only a rollback is safe, and it must
-                    // not be reported as success (7.2).
-                    plan.stmts.push(Control::Rollback);
-                    plan.error = Some(if self.aborted {
-                        ErrorKind::Aborted
-                    } else {
-                        ErrorKind::Doomed
+                    plan.error = Some(match doomed_by {
+                        Some(cause) if frame.kind == Kind::Outermost => {
+                            ErrorKind::RolledBack(cause)
+                        }
+                        _ => ErrorKind::ConnectionLost,
                     });
                 } else if commit && self.begun {
                     if let Some(sp) = self.owed_rollback_to.take() {
@@ -440,6 +544,7 @@ impl<H> TxState<H> {
                     if self.aborted {
                         plan.stmts = smallvec::smallvec![Control::Rollback];
                         plan.error = Some(ErrorKind::Aborted);
+                        plan.commits = false;
                     } else {
                         plan.stmts.push(Control::Commit);
                         plan.hooks = std::mem::take(&mut self.hooks);
@@ -447,8 +552,20 @@ impl<H> TxState<H> {
                 } else if commit {
                     // Nothing was sent: the transaction commits trivially.
                     plan.hooks = std::mem::take(&mut self.hooks);
-                } else if self.begun {
-                    plan.stmts.push(Control::Rollback);
+                } else {
+                    if self.begun {
+                        // Also after the server rolled back on its own: harmless there, and
+                        // it keeps sqlx's count of open transactions right.
+                        plan.stmts.push(Control::Rollback);
+                    }
+                    if frame.kind == Kind::Outermost
+                        && let Some(cause) = doomed_by
+                    {
+                        if cause.conflict().is_some() {
+                            plan.conflict = Some(cause.clone());
+                        }
+                        plan.error = Some(ErrorKind::RolledBack(cause));
+                    }
                 }
                 plan.close_connection = self.broken && !self.lost;
                 self.hooks.clear();
@@ -491,7 +608,7 @@ impl<H> TxState<H> {
         if !self.in_block() {
             return Err(ErrorKind::OutsideBlock("get_rollback"));
         }
-        Ok(self.needs_rollback)
+        Ok(self.needs_rollback || self.fatal.is_some())
     }
 
     /// 2.1, 2.3.
@@ -500,6 +617,10 @@ impl<H> TxState<H> {
             return Err(ErrorKind::OutsideBlock("set_rollback"));
         }
         self.needs_rollback = on;
+        // Asked for (`true`) or cleared (`false`, Django's way to go on after an error that the
+        // body handled): either way, no error is behind the flag any more. A failure of the
+        // whole transaction stays.
+        self.doom = None;
         Ok(())
     }
 
@@ -554,14 +675,14 @@ impl<H> TxState<H> {
         plan.ends_transaction = true;
         if self.lost {
             plan.error = Some(ErrorKind::ConnectionLost);
-        } else if self.broken || self.needs_rollback || self.aborted {
+        } else if self.broken || self.needs_rollback || self.aborted || self.fatal.is_some() {
             if self.begun {
                 plan.stmts.push(Control::Rollback);
             }
-            plan.error = Some(if self.aborted {
-                ErrorKind::Aborted
-            } else {
-                ErrorKind::Doomed
+            plan.error = Some(match self.fatal.clone().or_else(|| self.doom.clone()) {
+                Some(cause) => ErrorKind::RolledBack(cause),
+                None if self.aborted => ErrorKind::Aborted,
+                None => ErrorKind::Doomed,
             });
             plan.close_connection = self.broken;
         } else if self.begun {

@@ -2,6 +2,11 @@
 
 use super::*;
 
+/// The cause of a failed statement with SQLSTATE-like `code`, as the executor records it.
+fn cause(code: &str) -> Cause {
+    Cause::for_tests(code, None)
+}
+
 /// Drives the state machine like the runtime does, recording the statements it would send.
 struct Sim {
     st: TxState<&'static str>,
@@ -21,7 +26,7 @@ impl Sim {
     }
 
     fn send(&mut self, c: Control) {
-        self.log.push(crate::backend::control_text(c, None));
+        self.log.push(crate::backend::ControlText { stmt: c, begin: None }.to_string());
     }
 
     fn q(&mut self) {
@@ -46,6 +51,7 @@ impl Sim {
             savepoint,
             durable: false,
             test: false,
+            ..BlockOpts::default()
         };
         self.st.enter(id, opts).unwrap();
         let ok = body(self);
@@ -290,6 +296,7 @@ fn rule_1_8_durable_nested_is_refused() {
         savepoint: true,
         durable: true,
         test: false,
+        ..BlockOpts::default()
     };
     st.enter(1, d).unwrap();
     assert!(matches!(st.enter(2, d), Err(ErrorKind::DurableNested)));
@@ -301,6 +308,7 @@ fn rule_1_8_durable_nested_is_refused() {
             savepoint: true,
             durable: false,
             test: true,
+            ..BlockOpts::default()
         },
     )
     .unwrap();
@@ -314,13 +322,14 @@ fn rule_7_2_aborted_transaction_is_not_committed() {
         savepoint: false,
         durable: false,
         test: false,
+        ..BlockOpts::default()
     };
     st.enter(1, o).unwrap();
     st.before_query().unwrap();
     st.on_commit("h").unwrap();
     st.enter(2, o).unwrap();
     st.before_query().unwrap();
-    st.query_failed(true);
+    st.query_failed(cause("42P01"), Some(Effect::Statement));
     st.exit(2, Outcome::Failed).unwrap();
     st.set_rollback(false).unwrap(); // 2.3: the user's responsibility
     let plan = st.exit(1, Outcome::Ok).unwrap();
@@ -342,6 +351,7 @@ fn rule_7_1_cancelled_nested_owes_rollback_to() {
                 savepoint: true,
                 durable: false,
                 test: false,
+                ..BlockOpts::default()
             },
         )
         .unwrap();
@@ -373,6 +383,7 @@ fn rule_3_1_doomed_block_refuses_queries() {
         savepoint: true,
         durable: false,
         test: false,
+        ..BlockOpts::default()
     };
     st.enter(1, o).unwrap();
     st.set_rollback(true).unwrap();
@@ -403,20 +414,24 @@ fn rule_7_2_failed_control_statement_then_cleared_flag_is_not_success() {
         savepoint: true,
         durable: false,
         test: false,
+        ..BlockOpts::default()
     };
     st.enter(1, o).unwrap();
     st.before_query().unwrap();
-    st.query_failed(true);
+    st.query_failed(cause("42P01"), Some(Effect::Statement));
     st.set_rollback(false).unwrap();
     st.enter(2, o).unwrap();
     st.before_query().unwrap(); // owes SAVEPOINT: the server refuses it
-    st.control_failed();
+    st.control_failed(cause("25P02"), Effect::Statement);
     st.set_rollback(false).unwrap();
-    assert!(st.exit(2, Outcome::Ok).unwrap().error.is_none());
+    // Every open block fails with the refused statement's error, even with the flag cleared.
+    let inner = st.exit(2, Outcome::Ok).unwrap();
+    assert!(matches!(&inner.error, Some(ErrorKind::RolledBack(c)) if c.code() == Some("25P02")));
     let plan = st.exit(1, Outcome::Ok).unwrap();
     assert_eq!(plan.stmts.as_slice(), [Control::Rollback]);
-    assert!(matches!(plan.error, Some(ErrorKind::Aborted)));
+    assert!(matches!(&plan.error, Some(ErrorKind::RolledBack(c)) if c.code() == Some("25P02")));
     assert!(plan.hooks.is_empty());
+    assert!(plan.close_connection, "the connection's state is unknown");
 }
 
 #[test]
@@ -431,7 +446,7 @@ fn a_renewed_state_is_a_new_one() {
         atomic(s, |s| {
             s.q();
             s.hook("dropped");
-            s.st.query_failed(true);
+            s.st.query_failed(cause("42P01"), Some(Effect::Statement));
             false
         });
         let sp = s.st.savepoint().expect("in a transaction");
@@ -452,4 +467,176 @@ fn a_renewed_state_is_a_new_one() {
     let mut manual = TxState::<&'static str>::new(true, false);
     manual.set_autocommit(false).unwrap();
     assert!(!manual.renew(true));
+}
+
+/// A nested block of `s` entered by hand, so a test can fail statements inside it.
+fn enter_nested(s: &mut Sim) -> u64 {
+    s.next += 1;
+    s.st.enter(s.next, BlockOpts::default()).unwrap();
+    s.next
+}
+
+#[test]
+fn rule_3_4_an_ignored_error_fails_the_outermost_block() {
+    let mut st: TxState<&str> = TxState::new(true, false);
+    st.enter(1, BlockOpts::default()).unwrap();
+    st.before_query().unwrap();
+    st.on_commit("h").unwrap();
+    st.query_failed(cause("23505"), Some(Effect::Statement));
+    // The body ignored the error and returned Ok.
+    let plan = st.exit(1, Outcome::Ok).unwrap();
+    assert_eq!(plan.stmts.as_slice(), [Control::Rollback]);
+    assert!(matches!(&plan.error, Some(ErrorKind::RolledBack(c)) if c.code() == Some("23505")));
+    assert!(plan.hooks.is_empty() && !plan.commits);
+    assert!(plan.conflict.is_none(), "a key violation is not a conflict");
+}
+
+#[test]
+fn rule_3_4_set_rollback_true_keeps_the_bodys_ok() {
+    let mut st: TxState<&str> = TxState::new(true, false);
+    st.enter(1, BlockOpts::default()).unwrap();
+    st.before_query().unwrap();
+    st.query_failed(cause("23505"), Some(Effect::Statement));
+    st.set_rollback(true).unwrap();
+    let plan = st.exit(1, Outcome::Ok).unwrap();
+    assert_eq!(plan.stmts.as_slice(), [Control::Rollback]);
+    assert!(plan.error.is_none());
+}
+
+#[test]
+fn rule_3_4_a_savepoint_rolled_back_for_an_error_reports_it() {
+    let mut s = Sim::new();
+    let mut inner_error = None;
+    atomic(&mut s, |s| {
+        s.q();
+        let id = enter_nested(s);
+        s.q();
+        s.st.query_failed(cause("23505"), Some(Effect::Statement));
+        let plan = s.st.exit(id, Outcome::Ok).unwrap();
+        plan.stmts.into_iter().for_each(|c| s.send(c));
+        inner_error = plan.error;
+        // The enclosing block goes on: the savepoint undid the failure.
+        s.q();
+        true
+    });
+    assert!(matches!(&inner_error, Some(ErrorKind::RolledBack(c)) if c.code() == Some("23505")));
+    assert_eq!(
+        s.log,
+        [
+            "BEGIN",
+            "Q",
+            "SAVEPOINT sqlx_atomic_sp1",
+            "Q",
+            "ROLLBACK TO SAVEPOINT sqlx_atomic_sp1",
+            "Q",
+            "COMMIT"
+        ]
+    );
+}
+
+#[test]
+fn rule_7_6_a_whole_transaction_abort_fails_every_block_and_sends_no_savepoint_statement() {
+    let mut s = Sim::new();
+    let deadlock = || Cause::for_tests("40001", Some(crate::classify::Conflict::Deadlock));
+    let (mut middle_error, mut inner_error) = (None, None);
+    s.next += 1;
+    let outer = s.next;
+    s.st.enter(outer, BlockOpts::default()).unwrap();
+    s.q();
+    let middle = enter_nested(&mut s);
+    s.q();
+    let inner = enter_nested(&mut s);
+    s.q();
+    s.st.query_failed(deadlock(), Some(Effect::Transaction));
+    for (id, slot) in [(inner, &mut inner_error), (middle, &mut middle_error)] {
+        // Each body catches the error below it and returns Ok.
+        let plan = s.st.exit(id, Outcome::Ok).unwrap();
+        assert!(plan.stmts.is_empty(), "no ROLLBACK TO a savepoint the server dropped");
+        *slot = plan.error;
+        assert!(matches!(s.st.before_query(), Err(ErrorKind::Doomed)));
+    }
+    let plan = s.st.exit(outer, Outcome::Ok).unwrap();
+    for error in [&inner_error, &middle_error, &plan.error] {
+        assert!(matches!(error, Some(ErrorKind::RolledBack(c)) if c.code() == Some("40001")));
+    }
+    assert_eq!(plan.stmts.as_slice(), [Control::Rollback]);
+    assert!(plan.conflict.is_some(), "a deadlock may succeed when run again");
+    assert!(!plan.close_connection, "the connection is sound after a deadlock");
+}
+
+#[test]
+fn rule_7_6_a_whole_transaction_abort_on_a_savepoint_statement() {
+    // The lazily sent SAVEPOINT itself met the deadlock.
+    let mut st: TxState<&str> = TxState::new(true, false);
+    st.enter(1, BlockOpts::default()).unwrap();
+    st.before_query().unwrap();
+    st.enter(2, BlockOpts::default()).unwrap();
+    st.before_query().unwrap();
+    st.control_failed(cause("40001"), Effect::Transaction);
+    let inner = st.exit(2, Outcome::Ok).unwrap();
+    assert!(inner.stmts.is_empty());
+    assert!(matches!(inner.error, Some(ErrorKind::RolledBack(_))));
+    let plan = st.exit(1, Outcome::Ok).unwrap();
+    assert!(matches!(plan.error, Some(ErrorKind::RolledBack(_))));
+    assert!(!plan.commits && !plan.close_connection);
+}
+
+#[test]
+fn retry_needs_an_outermost_block() {
+    let retry = BlockOpts {
+        retry: true,
+        ..BlockOpts::default()
+    };
+    let mut st: TxState<()> = TxState::new(true, false);
+    st.enter(1, BlockOpts::default()).unwrap();
+    assert!(matches!(st.enter(2, retry), Err(ErrorKind::RetryNested)));
+    let mut st: TxState<()> = TxState::new(true, false);
+    st.enter(1, retry).unwrap();
+    let mut manual: TxState<()> = TxState::new(true, false);
+    manual.set_autocommit(false).unwrap();
+    assert!(matches!(manual.enter(1, retry), Err(ErrorKind::RetryNested)));
+}
+
+#[test]
+fn options_belong_to_the_outermost_block() {
+    use crate::options::{Isolation, TxnOpts};
+    let serializable = BlockOpts {
+        txn: TxnOpts {
+            isolation: Some(Isolation::Serializable),
+            ..TxnOpts::default()
+        },
+        ..BlockOpts::default()
+    };
+    let read_committed = BlockOpts {
+        txn: TxnOpts {
+            isolation: Some(Isolation::ReadCommitted),
+            ..TxnOpts::default()
+        },
+        ..BlockOpts::default()
+    };
+    let mut st: TxState<()> = TxState::new(true, false);
+    st.enter(1, serializable).unwrap();
+    st.enter(2, serializable).unwrap();
+    st.enter(3, BlockOpts::default()).unwrap();
+    assert!(matches!(
+        st.enter(4, read_committed),
+        Err(ErrorKind::OptionMismatch("isolation"))
+    ));
+    match st.before_query().unwrap() {
+        Route::Conn(stmts) => assert_eq!(stmts[0], Control::Begin(serializable.txn)),
+        Route::Pool => panic!("a block's query goes to its connection"),
+    }
+    // Without options on the outermost block, a nested block cannot add them.
+    let mut st: TxState<()> = TxState::new(true, false);
+    st.enter(1, BlockOpts::default()).unwrap();
+    assert!(st.enter(2, serializable).is_err());
+    // In a test's transaction, the first block to give options sets them while BEGIN is owed.
+    let mut st: TxState<()> = TxState::new(true, false);
+    let test = BlockOpts {
+        test: true,
+        ..BlockOpts::default()
+    };
+    st.enter(1, test).unwrap();
+    st.enter(2, serializable).unwrap();
+    assert!(st.enter(3, read_committed).is_err());
 }
