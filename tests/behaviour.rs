@@ -13,6 +13,7 @@ macro_rules! backend_suite {
             type DB = $db;
             const B: Backend = $backend;
             include!("suite/rules.rs");
+            include!("suite/outcomes.rs");
         }
     };
 }

@@ -116,8 +116,7 @@ impl TxnOpts {
                 backend: backend.name(),
             })
         };
-        if custom_begin && (self.isolation.is_some() || self.read_only.is_some() || self.lock.is_some())
-        {
+        if custom_begin && self.begin_sql(backend).is_some() {
             return Err(ErrorKind::InvalidConfig(
                 "the alias begins transactions with its own `begin_statement`, which a block's \
                  isolation, read_only or lock option would replace: use one or the other"

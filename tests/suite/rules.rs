@@ -208,11 +208,12 @@ t!(rule_1_6_a_failed_release_dooms_the_enclosing_block, |fx| {
             let refused = ins(&fx, 3).await.expect_err("the enclosing block is doomed");
             assert!(matches!(refused.kind(), ErrorKind::Doomed), "{refused}");
             // The body ignores the failure and says Ok: the block leaves with needs-rollback
-            // set, so it rolls back and returns the body's value, as in Django (1.4, 2.2).
+            // set, so it rolls back, and says so with the error that doomed it (3.4).
             Ok::<_, Error>(())
         }))
         .await;
-    r.unwrap();
+    let e = r.expect_err("rolled back: never Ok");
+    assert!(matches!(e.kind(), ErrorKind::RolledBack(_)), "{e}");
     let sql: Vec<&str> = log.iter().map(|s| s.sql.as_str()).collect();
     assert_eq!(
         sql.iter().find(|s| s.starts_with("SAVEPOINT")),
@@ -299,7 +300,8 @@ t!(rule_3_1_doomed_block_refuses_queries, |fx| {
             Ok::<_, Error>(())
         })
         .await;
-    assert!(r.is_ok());
+    // The body returned Ok, but its work was not kept: the block says so (3.4).
+    assert!(matches!(r.unwrap_err().kind(), ErrorKind::RolledBack(_)));
     assert_eq!(fx.committed().await, Vec::<i64>::new());
 });
 
@@ -765,7 +767,7 @@ t!(
                 Ok::<_, Error>(())
             })
             .await
-            .unwrap(); // the refused query doomed the block: rolled back, Ok returned (2.2)
+            .expect_err("the refused query doomed the block: rolled back, and said so (3.4)");
         assert_eq!(fx.committed().await, Vec::<i64>::new());
     }
 );

@@ -1,0 +1,300 @@
+// Included once per backend by tests/behaviour.rs after suite/rules.rs, whose helpers it uses:
+// truthful outcomes (a block never returns Ok for work that was not kept) and the transaction
+// options of an outermost block.
+use sqlx_atomic::{Isolation, LockMode};
+
+t!(outcome_an_ignored_error_fails_the_outermost_block, |fx| {
+    let r = atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            on_commit(fx.hook("h")).await?;
+            let ignored = bad(&fx).await;
+            assert!(ignored.is_err());
+            Ok::<_, Error>(())
+        })
+        .await;
+    let e = r.expect_err("rolled back: the block must not return Ok");
+    assert!(matches!(e.kind(), ErrorKind::RolledBack(_)), "{e}");
+    assert_eq!(e.alias(), Some(B.alias()));
+    assert!(e.code().is_some(), "the first error's code is reachable: {e}");
+    assert!(e.to_string().contains("rolled back, not committed"), "{e}");
+    assert!(!e.is_retryable(), "a NOT NULL violation is no conflict");
+    assert_eq!(fx.committed().await, Vec::<i64>::new());
+    assert!(fx.ran().is_empty(), "no hook for rolled-back work");
+});
+
+t!(outcome_set_rollback_true_keeps_the_bodys_ok, |fx| {
+    let r = atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            let _ = bad(&fx).await;
+            sqlx_atomic::using(B.alias()).set_rollback(true)?;
+            Ok::<_, Error>(7)
+        })
+        .await;
+    assert_eq!(r.unwrap(), 7, "the caller asked for the rollback");
+    assert_eq!(fx.committed().await, Vec::<i64>::new());
+});
+
+t!(outcome_a_savepoint_rolled_back_for_an_ignored_error_reports_it, |fx| {
+    atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            let inner = atomic()
+                .run(async {
+                    ins(&fx, 2).await?;
+                    let _ = bad(&fx).await;
+                    Ok::<_, Error>(())
+                })
+                .await;
+            let e = inner.expect_err("the savepoint was rolled back");
+            assert!(matches!(e.kind(), ErrorKind::RolledBack(_)), "{e}");
+            // The outer body recovers by catching it, and goes on.
+            ins(&fx, 3).await
+        })
+        .await
+        .unwrap();
+    assert_eq!(fx.committed().await, [1, 3]);
+});
+
+t!(outcome_a_nested_block_without_savepoint_dooms_the_outer_one, |fx| {
+    let r = atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            let _ = atomic()
+                .savepoint(false)
+                .run(async {
+                    let _ = bad(&fx).await;
+                    Ok::<_, Error>(())
+                })
+                .await;
+            Ok::<_, Error>(())
+        })
+        .await;
+    assert!(matches!(r.unwrap_err().kind(), ErrorKind::RolledBack(_)));
+    assert_eq!(fx.committed().await, Vec::<i64>::new());
+});
+
+t!(options_a_nested_block_must_agree_with_the_transaction, |fx| {
+    let r = atomic()
+        .isolation(Isolation::Serializable)
+        .run(async {
+            // Repeating the option, or leaving it out, agrees.
+            atomic()
+                .isolation(Isolation::Serializable)
+                .run(async { ins(&fx, 1).await })
+                .await?;
+            atomic().run(async { ins(&fx, 2).await }).await?;
+            let e = atomic()
+                .isolation(Isolation::ReadCommitted)
+                .run(async { ins(&fx, 3).await })
+                .await
+                .unwrap_err();
+            assert!(matches!(e.kind(), ErrorKind::OptionMismatch("isolation")), "{e}");
+            Ok::<_, Error>(())
+        })
+        .await;
+    r.unwrap();
+    assert_eq!(fx.committed().await, [1, 2]);
+});
+
+t!(options_retry_on_a_nested_block_is_refused_before_anything_is_sent, |fx| {
+    let (r, log) = Scope::new()
+        .record_statements()
+        .run(atomic().run(async {
+            let e = atomic()
+                .retry(3)
+                .run(|| async { ins(&fx, 1).await })
+                .await
+                .unwrap_err();
+            assert!(matches!(e.kind(), ErrorKind::RetryNested), "{e}");
+            Ok::<_, Error>(())
+        }))
+        .await;
+    r.unwrap();
+    assert!(log.is_empty(), "{log:?}");
+});
+
+t!(options_read_only, |fx| {
+    let r = atomic()
+        .read_only(true)
+        .run(async { ins(&fx, 1).await })
+        .await;
+    let e = r.unwrap_err();
+    match B {
+        // SQLite has no read-only transactions: refused before anything is sent.
+        crate::common::Backend::Sqlite => assert!(
+            matches!(e.kind(), ErrorKind::Unsupported { option: "read_only", .. }),
+            "{e}"
+        ),
+        // The server refuses the write: PostgreSQL 25006, MySQL/MariaDB 1792 (25006).
+        _ => assert_eq!(e.code().as_deref(), Some("25006"), "{e}"),
+    }
+    assert_eq!(fx.committed().await, Vec::<i64>::new());
+    // Reads work.
+    if B != crate::common::Backend::Sqlite {
+        let n = atomic()
+            .read_only(true)
+            .run(async { count_in_tx(&fx).await })
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+});
+
+t!(options_the_isolation_level_reaches_the_server, |fx| {
+    match B {
+        crate::common::Backend::Postgres => {
+            for (level, expected) in [
+                (Isolation::Serializable, "serializable"),
+                (Isolation::RepeatableRead, "repeatable read"),
+                (Isolation::ReadCommitted, "read committed"),
+            ] {
+                let seen: String = atomic()
+                    .isolation(level)
+                    .run(async {
+                        Ok::<_, Error>(
+                            sqlx::query_scalar("SHOW transaction_isolation")
+                                .fetch_one(db())
+                                .await?,
+                        )
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(seen, expected, "{level:?}");
+            }
+        }
+        // MariaDB shows no transaction's level in a variable; SERIALIZABLE is seen by what it
+        // does: InnoDB makes the block's plain SELECT a locking read, so an INSERT from another
+        // connection waits for it, and gives up after that connection's lock wait timeout.
+        crate::common::Backend::MySql => {
+            for (level, blocks) in [
+                (Isolation::Serializable, true),
+                (Isolation::RepeatableRead, false),
+            ] {
+                let pool = sqlx_atomic::pool::<sqlx::MySql>(B.alias()).unwrap();
+                let mut other = pool.acquire().await.unwrap();
+                sqlx::query("SET SESSION innodb_lock_wait_timeout = 1")
+                    .execute(&mut *other)
+                    .await
+                    .unwrap();
+                let insert = format!("INSERT INTO {} (v) VALUES (9)", fx.table);
+                let outcome = atomic()
+                    .isolation(level)
+                    .run(async {
+                        count_in_tx(&fx).await?;
+                        let r = sqlx::query(AssertSqlSafe(insert.clone()))
+                            .execute(&mut *other)
+                            .await;
+                        Ok::<_, Error>(r.map(drop))
+                    })
+                    .await
+                    .unwrap();
+                sqlx::query("SET SESSION innodb_lock_wait_timeout = DEFAULT")
+                    .execute(&mut *other)
+                    .await
+                    .unwrap();
+                match outcome {
+                    Err(e) if blocks => {
+                        let number = e
+                            .as_database_error()
+                            .and_then(|d| d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+                            .map(|d| d.number());
+                        assert_eq!(number, Some(1205), "{e}");
+                    }
+                    Ok(()) if !blocks => {}
+                    other => panic!("{level:?}: {other:?}"),
+                }
+            }
+        }
+        // Every SQLite transaction is serializable: the option is accepted.
+        crate::common::Backend::Sqlite => {
+            atomic()
+                .isolation(Isolation::ReadCommitted)
+                .run(async { ins(&fx, 1).await })
+                .await
+                .unwrap();
+            assert_eq!(fx.committed().await, [1]);
+        }
+    }
+});
+
+t!(options_ride_with_the_begin_at_no_extra_statement, |fx| {
+    let plain = Scope::new()
+        .record_statements()
+        .run(atomic().run(async { ins(&fx, 1).await }))
+        .await
+        .1;
+    let level = if B == crate::common::Backend::Sqlite {
+        None
+    } else {
+        Some(Isolation::Serializable)
+    };
+    let mut with = atomic();
+    if let Some(level) = level {
+        with = with.isolation(level).read_only(false);
+    }
+    let with = Scope::new()
+        .record_statements()
+        .run(with.run(async { ins(&fx, 2).await }))
+        .await
+        .1;
+    assert_eq!(plain.len(), 3, "{plain:?}");
+    assert_eq!(with.len(), plain.len(), "{with:?}");
+    let begin = &with[0].sql;
+    match B {
+        crate::common::Backend::Postgres => {
+            assert_eq!(begin, "BEGIN ISOLATION LEVEL SERIALIZABLE, READ WRITE")
+        }
+        crate::common::Backend::MySql => assert_eq!(
+            begin,
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE; START TRANSACTION READ WRITE"
+        ),
+        crate::common::Backend::Sqlite => {}
+    }
+    assert_eq!(fx.committed().await, [1, 2]);
+});
+
+t!(options_lock_mode_is_sqlites, |fx| {
+    let r = atomic()
+        .lock(LockMode::Immediate)
+        .run(async { ins(&fx, 1).await })
+        .await;
+    match B {
+        // The suite's SQLite alias begins with its own `BEGIN IMMEDIATE`, which the option
+        // would replace: refused (the lock mode itself is tested on a plain alias).
+        crate::common::Backend::Sqlite => {
+            assert!(matches!(r.unwrap_err().kind(), ErrorKind::InvalidConfig(_)))
+        }
+        _ => assert!(matches!(
+            r.unwrap_err().kind(),
+            ErrorKind::Unsupported { option: "lock", .. }
+        )),
+    }
+    assert_eq!(fx.committed().await, Vec::<i64>::new());
+});
+
+t!(options_timeout_cancels_the_block_and_rolls_back, |fx| {
+    let limit = std::time::Duration::from_millis(200);
+    let r = atomic()
+        .timeout(limit)
+        .run(async {
+            ins(&fx, 1).await?;
+            on_commit(fx.hook("h")).await?;
+            // A body that never finishes on its own.
+            std::future::pending::<()>().await;
+            Ok::<_, Error>(())
+        })
+        .await;
+    let e = r.unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::TimedOut(t) if *t == limit), "{e}");
+    assert_eq!(fx.committed().await, Vec::<i64>::new());
+    assert!(fx.ran().is_empty());
+    // A block that ends in time commits as usual.
+    atomic()
+        .timeout(std::time::Duration::from_secs(30))
+        .run(async { ins(&fx, 2).await })
+        .await
+        .unwrap();
+    assert_eq!(fx.committed().await, [2]);
+});
