@@ -211,7 +211,42 @@ fn routes(alias: &'static str) -> Router {
                 },
             ),
         )
+        .route(
+            "/swallowed/{t}/{v}",
+            get(move |Path((t, v)): Path<(String, i64)>| async move {
+                insert(alias, &t, v).await.unwrap();
+                hook(alias, format!("{t}:{v}")).await;
+                // A failing statement whose error the handler ignores: the request transaction
+                // is rolled back, so the handler's 200 would be a lie.
+                let failed = sqlx_atomic::Atomic::new()
+                    .using(alias)
+                    .savepoint(false)
+                    .run(insert_null(alias, &t))
+                    .await;
+                assert!(failed.is_err());
+                "ok"
+            }),
+        )
         .route("/idle", get(|| async { "no query" }))
+}
+
+/// A statement that fails on every backend (NOT NULL violation).
+async fn insert_null(alias: &str, table: &str) -> Result<(), Error> {
+    let sql = AssertSqlSafe(format!("INSERT INTO {table} (v) VALUES (NULL)"));
+    match alias {
+        "sqlite" => drop(
+            sqlx::query(sql)
+                .execute(sqlx_atomic::sqlite("sqlite"))
+                .await?,
+        ),
+        "pg" => drop(
+            sqlx::query(sql)
+                .execute(sqlx_atomic::postgres("pg"))
+                .await?,
+        ),
+        _ => drop(sqlx::query(sql).execute(sqlx_atomic::mysql("my")).await?),
+    }
+    Ok(())
 }
 
 /// How the layer is applied.
@@ -332,6 +367,20 @@ macro_rules! web_suite {
                     assert_eq!(hooks_of(t), [format!("{t}:5")]);
                     // The server keeps serving after the panic.
                     assert_eq!(get_status(addr, &format!("/ok/{t}/6")).await, 200);
+                });
+            }
+
+            #[test]
+            fn rule_8_3_a_swallowed_error_is_a_500_not_the_handlers_200() {
+                common::run(B, |fx: Fx| async move {
+                    let addr = serve(B.alias()).await;
+                    let t = &fx.table;
+                    assert_eq!(get_status(addr, &format!("/swallowed/{t}/1")).await, 500);
+                    assert_eq!(fx.committed().await, Vec::<i64>::new());
+                    assert!(hooks_of(t).is_empty());
+                    // set_rollback(true) is asked for: the handler's answer stands.
+                    assert_eq!(get_status(addr, &format!("/set_rollback/{t}/2")).await, 200);
+                    assert_eq!(fx.committed().await, Vec::<i64>::new());
                 });
             }
 
