@@ -633,10 +633,9 @@ async fn commit_failed(mut lease: Lease, e: Error) -> Ended {
     }
     let alias = lease.actx.name().clone();
     match e.kind_owned() {
-        ErrorKind::Sqlx(sqlx_error) if unknown => Ended::failed(Error::at(
-            &alias,
-            ErrorKind::CommitUnknown(sqlx_error),
-        )),
+        ErrorKind::Sqlx(sqlx_error) if unknown => {
+            Ended::failed(Error::at(&alias, ErrorKind::CommitUnknown(sqlx_error)))
+        }
         ErrorKind::Sqlx(sqlx_error) => {
             let conflict = conflict_of(&sqlx_error)
                 .is_some()

@@ -146,7 +146,8 @@ async fn target<DB: Backend>(alias: &str) -> Result<(Target<DB>, Option<Arc<Alia
         Ok(l) => l,
         Err(e) => {
             // A refused query still dooms the block (3.2): its caller may ignore the error.
-            actx.state().query_failed(Cause::refused(e.to_string()), None);
+            actx.state()
+                .query_failed(Cause::refused(e.to_string()), None);
             return Err(e);
         }
     };

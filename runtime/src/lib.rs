@@ -23,16 +23,15 @@ pub mod testing;
 
 pub use backend::Backend;
 pub use block::{Atomic, AtomicResult, AtomicRetry, Attempts};
+pub use classify::{Cause, Conflict};
 pub use config::{Database, Databases, atomic_requests, installed_aliases, is_installed, pool};
 pub use context::RecordedStatement;
 pub use control::{
     Alias, SavepointId, Scope, clean_savepoints, commit, get_autocommit, get_rollback, rollback,
     savepoint, savepoint_commit, savepoint_rollback, scope, set_autocommit, set_rollback, using,
 };
-pub use classify::{Cause, Conflict};
 pub use error::{BoxError, Error, ErrorKind};
 pub use executor::Handle;
-pub use options::{Isolation, LockMode, Retry};
 #[cfg(feature = "mysql")]
 pub use executor::mysql;
 #[cfg(feature = "postgres")]
@@ -42,6 +41,7 @@ pub use executor::sqlite;
 pub use hooks::{
     AsyncHook, HookFn, HookResult, IntoHook, OnCommit, OnCommitFuture, SyncHook, on_commit,
 };
+pub use options::{Isolation, LockMode, Retry};
 
 #[cfg(feature = "tower")]
 pub use requests::{AtomicRequests, AtomicRequestsFuture, AtomicRequestsLayer};

@@ -295,10 +295,16 @@ mod tests {
                 lock: Some(LockMode::Immediate),
                 ..TxnOpts::default()
             };
-            assert_eq!(immediate.begin_sql(Kind::Sqlite).as_deref(), Some("BEGIN IMMEDIATE"));
+            assert_eq!(
+                immediate.begin_sql(Kind::Sqlite).as_deref(),
+                Some("BEGIN IMMEDIATE")
+            );
             assert!(matches!(
                 opts.check(Kind::Sqlite, false),
-                Err(ErrorKind::Unsupported { option: "read_only", .. })
+                Err(ErrorKind::Unsupported {
+                    option: "read_only",
+                    ..
+                })
             ));
         }
     }

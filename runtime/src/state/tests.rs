@@ -26,7 +26,13 @@ impl Sim {
     }
 
     fn send(&mut self, c: Control) {
-        self.log.push(crate::backend::ControlText { stmt: c, begin: None }.to_string());
+        self.log.push(
+            crate::backend::ControlText {
+                stmt: c,
+                begin: None,
+            }
+            .to_string(),
+        );
     }
 
     fn q(&mut self) {
@@ -551,7 +557,10 @@ fn rule_7_6_a_whole_transaction_abort_fails_every_block_and_sends_no_savepoint_s
     for (id, slot) in [(inner, &mut inner_error), (middle, &mut middle_error)] {
         // Each body catches the error below it and returns Ok.
         let plan = s.st.exit(id, Outcome::Ok).unwrap();
-        assert!(plan.stmts.is_empty(), "no ROLLBACK TO a savepoint the server dropped");
+        assert!(
+            plan.stmts.is_empty(),
+            "no ROLLBACK TO a savepoint the server dropped"
+        );
         *slot = plan.error;
         assert!(matches!(s.st.before_query(), Err(ErrorKind::Doomed)));
     }
@@ -560,8 +569,14 @@ fn rule_7_6_a_whole_transaction_abort_fails_every_block_and_sends_no_savepoint_s
         assert!(matches!(error, Some(ErrorKind::RolledBack(c)) if c.code() == Some("40001")));
     }
     assert_eq!(plan.stmts.as_slice(), [Control::Rollback]);
-    assert!(plan.conflict.is_some(), "a deadlock may succeed when run again");
-    assert!(!plan.close_connection, "the connection is sound after a deadlock");
+    assert!(
+        plan.conflict.is_some(),
+        "a deadlock may succeed when run again"
+    );
+    assert!(
+        !plan.close_connection,
+        "the connection is sound after a deadlock"
+    );
 }
 
 #[test]
@@ -594,7 +609,10 @@ fn retry_needs_an_outermost_block() {
     st.enter(1, retry).unwrap();
     let mut manual: TxState<()> = TxState::new(true, false);
     manual.set_autocommit(false).unwrap();
-    assert!(matches!(manual.enter(1, retry), Err(ErrorKind::RetryNested)));
+    assert!(matches!(
+        manual.enter(1, retry),
+        Err(ErrorKind::RetryNested)
+    ));
 }
 
 #[test]
