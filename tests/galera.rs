@@ -1,0 +1,179 @@
+//! Write conflicts between the nodes of a MariaDB Galera cluster (`.ci/galera start`, URLs in
+//! `SQLX_ATOMIC_TEST_GALERA_URLS`): Galera reports a conflict as a deadlock (1213), at any
+//! statement or at COMMIT, and has then rolled the whole transaction back. With `retry`, every
+//! call commits exactly once; no block returns Ok for work that was not kept, and no statement
+//! names a savepoint the server dropped.
+
+mod common;
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use common::RT;
+use sqlx::AssertSqlSafe;
+use sqlx_atomic::{Atomic, Database, Databases, Error, Retry};
+
+const ENV: &str = "SQLX_ATOMIC_TEST_GALERA_URLS";
+
+/// Installs aliases `g1` and `g2` on the cluster's first two nodes; `false` when no cluster is
+/// configured (under `CI=true` that fails the run).
+fn setup() -> bool {
+    static SETUP: OnceLock<bool> = OnceLock::new();
+    *SETUP.get_or_init(|| {
+        let urls: Vec<String> = std::env::var(ENV)
+            .unwrap_or_default()
+            .split(',')
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if urls.len() < 2 {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true and no Galera cluster: run `.ci/galera start` and set {ENV}"
+            );
+            eprintln!("\n*** sqlx-atomic tests: SKIPPING Galera ({ENV} is not set) ***\n");
+            return false;
+        }
+        RT.block_on(async {
+            for url in &urls[..2] {
+                common::reachable(common::Backend::MySql, url)
+                    .await
+                    .unwrap_or_else(|e| panic!("a Galera node does not answer: {e}"));
+            }
+            Databases::new()
+                .add("g1", Database::connect_lazy(&urls[0]).unwrap())
+                .add("g2", Database::connect_lazy(&urls[1]).unwrap())
+                .install()
+                .unwrap();
+        });
+        true
+    })
+}
+
+async fn exec(alias: &'static str, sql: &str) -> Result<(), Error> {
+    sqlx::query(AssertSqlSafe(sql.to_owned()))
+        .execute(sqlx_atomic::mysql(alias))
+        .await?;
+    Ok(())
+}
+
+/// The counter, read on `alias`'s node once it has applied everything committed before.
+async fn counter(alias: &'static str, table: &str) -> i64 {
+    exec(alias, "SET SESSION wsrep_sync_wait = 1")
+        .await
+        .unwrap();
+    let n: i32 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT n FROM {table} WHERE id = 1")))
+        .fetch_one(sqlx_atomic::mysql(alias))
+        .await
+        .unwrap();
+    exec(alias, "SET SESSION wsrep_sync_wait = 0")
+        .await
+        .unwrap();
+    n.into()
+}
+
+/// `tasks` tasks, alternately on `g1` and `g2`, each making `calls` retried read-modify-write
+/// increments of one row with `SELECT … FOR UPDATE`; `nested`: the UPDATE runs in a nested
+/// block whose error the outer body catches and ignores. Returns (calls that returned Ok,
+/// hooks run, attempts made).
+async fn contend(table: &'static str, tasks: u32, calls: u32, nested: bool) -> (u32, u32, u32) {
+    exec("g1", &format!("DROP TABLE IF EXISTS {table}"))
+        .await
+        .unwrap();
+    exec(
+        "g1",
+        &format!("CREATE TABLE {table} (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)"),
+    )
+    .await
+    .unwrap();
+    exec("g1", &format!("INSERT INTO {table} VALUES (1, 0)"))
+        .await
+        .unwrap();
+    static HOOKS: [AtomicU32; 2] = [AtomicU32::new(0), AtomicU32::new(0)];
+    static ATTEMPTS: [AtomicU32; 2] = [AtomicU32::new(0), AtomicU32::new(0)];
+    let hooks = &HOOKS[usize::from(nested)];
+    let attempts = &ATTEMPTS[usize::from(nested)];
+    let mut workers = Vec::new();
+    for k in 0..tasks {
+        let alias = if k % 2 == 0 { "g1" } else { "g2" };
+        workers.push(tokio::spawn(async move {
+            let mut ok = 0;
+            for _ in 0..calls {
+                let r = Atomic::new()
+                    .using(alias)
+                    .retry(Retry::new(100))
+                    .run(|| async move {
+                        attempts.fetch_add(1, Ordering::Relaxed);
+                        let n: i32 = sqlx::query_scalar(AssertSqlSafe(format!(
+                            "SELECT n FROM {table} WHERE id = 1 FOR UPDATE"
+                        )))
+                        .fetch_one(sqlx_atomic::mysql(alias))
+                        .await?;
+                        let update = format!("UPDATE {table} SET n = {} WHERE id = 1", n + 1);
+                        if nested {
+                            let inner = Atomic::new().using(alias).run(exec(alias, &update)).await;
+                            if let Err(e) = inner {
+                                assert!(!e.to_string().contains("does not exist"), "{e}");
+                            }
+                        } else {
+                            exec(alias, &update).await?;
+                        }
+                        sqlx_atomic::on_commit(move || {
+                            hooks.fetch_add(1, Ordering::Relaxed);
+                        })
+                        .using(alias)
+                        .await
+                    })
+                    .await;
+                match r {
+                    Ok(()) => ok += 1,
+                    Err(e) => panic!("a retried call failed: {e}"),
+                }
+            }
+            ok
+        }));
+    }
+    let mut ok = 0;
+    for w in workers {
+        ok += w.await.unwrap();
+    }
+    let attempts = attempts.load(Ordering::Relaxed);
+    eprintln!("galera {table}: {ok} calls, {attempts} attempts");
+    (ok, hooks.load(Ordering::Relaxed), attempts)
+}
+
+#[test]
+fn galera_conflicts_across_nodes_are_retried_to_an_exact_count() {
+    if !setup() {
+        return;
+    }
+    RT.block_on(RT.spawn(async {
+        let (ok, hooks, attempts) = contend("galera_flat", 8, 25, false).await;
+        assert_eq!((ok, hooks), (200, 200));
+        assert!(
+            attempts > ok,
+            "the nodes' writes conflicted ({attempts} attempts)"
+        );
+        assert_eq!(counter("g1", "galera_flat").await, 200);
+        assert_eq!(counter("g2", "galera_flat").await, 200);
+    }))
+    .unwrap();
+}
+
+#[test]
+fn galera_conflicts_in_nested_blocks_never_return_ok_without_committing() {
+    if !setup() {
+        return;
+    }
+    RT.block_on(RT.spawn(async {
+        let (ok, hooks, attempts) = contend("galera_nested", 8, 25, true).await;
+        // Every Ok is a committed increment, and every committed increment ran its hook.
+        assert_eq!((ok, hooks), (200, 200));
+        assert!(
+            attempts > ok,
+            "the nodes' writes conflicted ({attempts} attempts)"
+        );
+        assert_eq!(counter("g2", "galera_nested").await, 200);
+    }))
+    .unwrap();
+}
