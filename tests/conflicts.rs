@@ -512,3 +512,83 @@ fn retry_gives_up_after_its_attempts_and_counts_them() {
         assert_eq!(once.load(Ordering::Relaxed), 1);
     });
 }
+
+/// A block whose connection the server ends just before its COMMIT: the COMMIT's outcome is
+/// unknown to the client, so the block reports `CommitUnknown` and `retry` does not run it again.
+async fn commit_cut_off(alias: &'static str) {
+    let table = if alias == "pg" {
+        "conflict_pg_cut"
+    } else {
+        "conflict_my_cut"
+    };
+    counter_table(alias, table).await;
+    let attempts = AtomicU32::new(0);
+    let e = Atomic::new()
+        .using(alias)
+        .retry(3)
+        .run(|| async {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            bump(alias, table, 1).await?;
+            // The server ends this block's session from another connection.
+            if alias == "pg" {
+                let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                    .fetch_one(sqlx_atomic::postgres(alias))
+                    .await?;
+                let pool = sqlx_atomic::pool::<sqlx::Postgres>(alias)?;
+                sqlx::query("SELECT pg_terminate_backend($1)")
+                    .bind(pid)
+                    .execute(&pool)
+                    .await?;
+                // The signal is handled asynchronously: wait until the session is gone.
+                while sqlx::query_scalar::<_, i64>(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE pid = $1",
+                )
+                .bind(pid)
+                .fetch_one(&pool)
+                .await?
+                    > 0
+                {}
+            } else {
+                let id: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()")
+                    .fetch_one(sqlx_atomic::mysql(alias))
+                    .await?;
+                let pool = sqlx_atomic::pool::<sqlx::MySql>(alias)?;
+                sqlx::query(AssertSqlSafe(format!("KILL CONNECTION {id}")))
+                    .execute(&pool)
+                    .await?;
+                while sqlx::query_scalar::<_, i64>(
+                    "SELECT COUNT(*) FROM information_schema.processlist WHERE id = ?",
+                )
+                .bind(id)
+                .fetch_one(&pool)
+                .await?
+                    > 0
+                {}
+            }
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap_err();
+    assert!(e.is_commit_unknown(), "{e}");
+    assert!(!e.is_retryable());
+    assert_eq!(
+        attempts.load(Ordering::Relaxed),
+        1,
+        "an unknown outcome is never retried"
+    );
+    // The server had not committed it (the session ended first): reconciling finds no change.
+    assert_eq!(read(alias, table, 1).await.unwrap(), 0);
+}
+
+#[test]
+fn a_commit_cut_off_by_the_server_is_unknown_and_not_retried() {
+    let s = setup();
+    run(async move {
+        if s.postgres {
+            commit_cut_off("pg").await;
+        }
+        if s.mysql {
+            commit_cut_off("my").await;
+        }
+    });
+}

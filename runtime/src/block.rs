@@ -625,7 +625,11 @@ fn stream_outlived_block(actx: &Arc<AliasCtx>) -> Error {
 async fn commit_failed(mut lease: Lease, e: Error) -> Ended {
     let unknown = e.as_sqlx().is_none_or(connection_gone);
     let close = unknown || lease.send(&[Control::Rollback]).await.is_err();
-    tracing::warn!(target: "sqlx_atomic", alias = %lease.actx.name(), error = %e, "COMMIT failed; rolled back");
+    if unknown {
+        tracing::error!(target: "sqlx_atomic", alias = %lease.actx.name(), error = %e, "the connection failed during COMMIT; whether the transaction committed is unknown");
+    } else {
+        tracing::warn!(target: "sqlx_atomic", alias = %lease.actx.name(), error = %e, "COMMIT failed; rolled back");
+    }
     if let Some(mut conn) = lease.take_conn()
         && close
     {
