@@ -1,7 +1,7 @@
-//! Issue 4: a model-based property test. Random programs of atomic blocks, savepoints, failing
-//! statements, rollback flags, hooks, errors, panics and cancellations run for real through the
-//! public API, on two aliases at once, and the rows committed and the hooks run are compared with
-//! the reference model of SEMANTICS.md (tests/model/mod.rs).
+//! A model-based property test. Random programs of atomic blocks, savepoints, transaction
+//! options, failing statements, rollback flags, hooks, errors, panics and cancellations run for
+//! real through the public API, on two aliases at once, and the rows committed, the hooks run
+//! and what each block returned are compared with the reference model (tests/model/mod.rs).
 //!
 //! Alias A is the backend under test ("sqlite", "pg" or "my"), alias B is "other" (SQLite).
 //! Default: 2,000 programs on SQLite and 300 on each server; `SQLX_ATOMIC_PROPTEST_SCALE=25`
@@ -18,12 +18,12 @@ use std::sync::{Arc, Mutex, Once};
 
 use common::{Backend, Fx};
 use futures::FutureExt;
-use model::{Alias, Block, BlockResult, Exit, Flavor, Op, Program, expected};
+use model::{Alias, Block, BlockResult, Exit, Flavor, Isolation, Op, Program, Why, expected};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestError, TestRunner};
 use sqlx::AssertSqlSafe;
-use sqlx_atomic::{Atomic, Error};
+use sqlx_atomic::{Atomic, Error, ErrorKind};
 
 // ---------------------------------------------------------------------------------------------
 // Generation
@@ -59,38 +59,75 @@ fn arb_leaf(top_level: bool) -> BoxedStrategy<Op> {
     }
 }
 
+/// `read_only` in `percent` of the blocks, mostly `true`; it is kept only on a block that is the
+/// outermost of its alias ([`Program::normalize`] drops it elsewhere).
+fn arb_read_only(percent: u32) -> impl Strategy<Value = Option<bool>> {
+    prop_oneof![
+        100 - percent => Just(None),
+        percent - percent / 4 => Just(Some(true)),
+        percent / 4 => Just(Some(false)),
+    ]
+}
+
+/// How often the blocks of each alias (index by [`Alias::index`]) give `read_only`, in percent.
+/// SQLite refuses the option, and the body of a refused block does not run: a few such blocks
+/// show the refusal, more would only take blocks away from the rest of the model.
+fn read_only_percent(backend: Backend) -> [u32; 2] {
+    const ON_SQLITE: u32 = 4;
+    match backend {
+        Backend::Sqlite => [ON_SQLITE, ON_SQLITE],
+        Backend::Postgres | Backend::MySql => [24, ON_SQLITE],
+    }
+}
+
+/// `isolation`, kept only where `read_only` is; it changes nothing for a single task.
+fn arb_isolation() -> impl Strategy<Value = Option<Isolation>> {
+    prop_oneof![
+        4 => Just(None),
+        1 => Just(Some(Isolation::ReadUncommitted)),
+        1 => Just(Some(Isolation::ReadCommitted)),
+        1 => Just(Some(Isolation::RepeatableRead)),
+        1 => Just(Some(Isolation::Serializable)),
+    ]
+}
+
 /// A block whose body nests blocks `levels - 1` deep at most.
-fn arb_block(levels: u32) -> BoxedStrategy<Block> {
+fn arb_block(levels: u32, read_only: [u32; 2]) -> BoxedStrategy<Block> {
     let op = if levels <= 1 {
         arb_leaf(false)
     } else {
         prop_oneof![
             3 => arb_leaf(false),
-            1 => arb_block(levels - 1).prop_map(Op::Block),
+            1 => arb_block(levels - 1, read_only).prop_map(Op::Block),
         ]
         .boxed()
     };
     (
-        arb_alias(),
+        arb_alias().prop_flat_map(move |a| (Just(a), arb_read_only(read_only[a.index()]))),
         proptest::bool::weighted(0.75),
+        arb_isolation(),
         vec(op, 0..=6),
         arb_exit(),
     )
-        .prop_map(|(alias, savepoint, body, exit)| Block {
-            alias,
-            savepoint,
-            body,
-            exit,
-        })
+        .prop_map(
+            |((alias, read_only), savepoint, isolation, body, exit)| Block {
+                alias,
+                savepoint,
+                read_only,
+                isolation,
+                body,
+                exit,
+            },
+        )
         .boxed()
 }
 
 /// A top-level program: up to 4 operations, blocks nested up to 4 deep.
-fn arb_program() -> impl Strategy<Value = Program> {
+fn arb_program(read_only: [u32; 2]) -> impl Strategy<Value = Program> {
     vec(
         prop_oneof![
             1 => arb_leaf(true),
-            3 => arb_block(4).prop_map(Op::Block),
+            3 => arb_block(4, read_only).prop_map(Op::Block),
         ],
         1..=4,
     )
@@ -132,6 +169,18 @@ struct Env {
     runs: AtomicI64,
     /// The model's coverage counts over every program run.
     stats: Mutex<model::Stats>,
+}
+
+/// The model's name for the error, of code `code` on `backend`, behind a block's `RolledBack`.
+fn why(backend: Backend, code: Option<&str>) -> Option<Why> {
+    match (backend, code?) {
+        (Backend::Sqlite, "1299") | (Backend::Postgres, "23502") | (Backend::MySql, "23000") => {
+            Some(Why::NotNull)
+        }
+        (Backend::Postgres, "25P02") => Some(Why::InAbortedTransaction),
+        (Backend::Postgres | Backend::MySql, "25006") => Some(Why::ReadOnly),
+        _ => None,
+    }
 }
 
 type BoxFut<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
@@ -188,6 +237,31 @@ impl Env {
 
     fn unexpected(&self, what: String) {
         self.unexpected.lock().unwrap().push(what);
+    }
+
+    /// What a block of alias `a` returned, when it returned an error.
+    fn classify(&self, a: Alias, e: &Error) -> BlockResult {
+        let backend = self.fx_of(a).backend;
+        match e.kind() {
+            // The body's own.
+            ErrorKind::Sqlx(sqlx::Error::RowNotFound) => BlockResult::Err,
+            ErrorKind::Aborted => BlockResult::Aborted,
+            ErrorKind::Unsupported {
+                option: "read_only",
+                ..
+            } => BlockResult::Unsupported,
+            ErrorKind::RolledBack(cause) => match why(backend, cause.code()) {
+                Some(why) => BlockResult::RolledBack(why),
+                None => {
+                    self.unexpected(format!("block on {a}: a rollback for another cause: {e}"));
+                    BlockResult::Err
+                }
+            },
+            _ => {
+                self.unexpected(format!("block on {a}: {e}"));
+                BlockResult::Err
+            }
+        }
     }
 
     /// `INSERT INTO t (v) VALUES (base + value)`, or `(NULL)` (rejected: NOT NULL).
@@ -316,10 +390,21 @@ impl Env {
                     }
                 }
             };
-            let block = Atomic::new()
+            let mut atomic = Atomic::new()
                 .using(self.name(b.alias))
-                .savepoint(b.savepoint)
-                .run(body);
+                .savepoint(b.savepoint);
+            if let Some(read_only) = b.read_only {
+                atomic = atomic.read_only(read_only);
+            }
+            if let Some(level) = b.isolation {
+                atomic = atomic.isolation(match level {
+                    Isolation::ReadUncommitted => sqlx_atomic::Isolation::ReadUncommitted,
+                    Isolation::ReadCommitted => sqlx_atomic::Isolation::ReadCommitted,
+                    Isolation::RepeatableRead => sqlx_atomic::Isolation::RepeatableRead,
+                    Isolation::Serializable => sqlx_atomic::Isolation::Serializable,
+                });
+            }
+            let block = atomic.run(body);
             let block = AssertUnwindSafe(block).catch_unwind();
             let result = if b.exit == Exit::Cancel {
                 tokio::select! {
@@ -336,11 +421,8 @@ impl Env {
             };
             match result {
                 // The enclosing body ignores the block's result.
-                Ok(r) => self.record(if r.is_ok() {
-                    BlockResult::Ok
-                } else {
-                    BlockResult::Err
-                }),
+                Ok(Ok(())) => self.record(BlockResult::Ok),
+                Ok(Err(e)) => self.record(self.classify(b.alias, &e)),
                 // A panic goes through.
                 Err(panic) => {
                     self.record(BlockResult::Panicked);
@@ -445,7 +527,8 @@ fn model_test(backend: Backend, default_cases: u32) {
                 ..Config::default()
             };
             let mut runner = TestRunner::new(config);
-            runner.run(&arb_program(), |p| handle.block_on(e2.case(&p)))
+            let programs = arb_program(read_only_percent(backend));
+            runner.run(&programs, |p| handle.block_on(e2.case(&p)))
         })
         .await
         .expect("the proptest runner");
@@ -487,11 +570,13 @@ fn model_mysql() {
 // The model itself, on programs whose outcome the contract spells out.
 
 fn block(alias: Alias, savepoint: bool, exit: Exit, body: Vec<Op>) -> Op {
+    Op::Block(Block::new(alias, savepoint, exit, body))
+}
+
+fn read_only_block(alias: Alias, exit: Exit, body: Vec<Op>) -> Op {
     Op::Block(Block {
-        alias,
-        savepoint,
-        body,
-        exit,
+        read_only: Some(true),
+        ..Block::new(alias, true, exit, body)
     })
 }
 
@@ -610,4 +695,134 @@ fn model_rule_7_2_rollback_to_an_earlier_savepoint_ends_the_abort() {
     assert_eq!(e.rows, [vec![0, 3], vec![]]);
     let e = expected(&p, Flavor::SQLITE, Flavor::SQLITE);
     assert_eq!(e.rows, [vec![0, 1, 2, 3], vec![]]);
+}
+
+#[test]
+fn model_rule_3_4_an_ignored_error_is_reported_with_the_first_cause() {
+    use BlockResult::{Ok as Kept, RolledBack};
+    let p = prog(vec![block(
+        A,
+        true,
+        Exit::Ok,
+        vec![
+            Ins(A, 0),
+            // Its savepoint is rolled back for an error: it reports it; the outer body goes on.
+            block(A, true, Exit::Ok, vec![Ins(A, 0), Fail(A)]),
+            // No savepoint: its body's `Ok` stands, the error passes to the outer block.
+            block(A, false, Exit::Ok, vec![Fail(A)]),
+            Fail(A), // refused (3.1)
+        ],
+    )]);
+    let e = expected(&p, Flavor::SQLITE, Flavor::SQLITE);
+    assert!(e.rows.iter().all(Vec::is_empty));
+    assert_eq!(
+        e.results,
+        [RolledBack(Why::NotNull), Kept, RolledBack(Why::NotNull)]
+    );
+    // On PostgreSQL the second error is the first statement sent after the savepoint's
+    // ROLLBACK TO: the abort had ended, so it is the NOT NULL violation again.
+    let e = expected(&p, Flavor::POSTGRES, Flavor::SQLITE);
+    assert_eq!(
+        e.results,
+        [RolledBack(Why::NotNull), Kept, RolledBack(Why::NotNull)]
+    );
+}
+
+#[test]
+fn model_rule_2_3_set_rollback_clears_the_error_behind_the_flag() {
+    let asked = prog(vec![block(
+        A,
+        true,
+        Exit::Ok,
+        vec![Ins(A, 0), Fail(A), SetRb(A, true)],
+    )]);
+    let cleared = prog(vec![block(
+        A,
+        true,
+        Exit::Ok,
+        vec![Ins(A, 0), Fail(A), SetRb(A, false), Hook(A, 0)],
+    )]);
+    for flavor in [Flavor::SQLITE, Flavor::MYSQL] {
+        let e = expected(&asked, flavor, Flavor::SQLITE);
+        assert_eq!(e.results, [BlockResult::Ok]);
+        assert!(e.rows.iter().all(Vec::is_empty));
+        let e = expected(&cleared, flavor, Flavor::SQLITE);
+        assert_eq!(e.results, [BlockResult::Ok]);
+        assert_eq!((e.rows, e.hooks), ([vec![0], vec![]], vec![0]));
+    }
+    let e = expected(&asked, Flavor::POSTGRES, Flavor::SQLITE);
+    assert_eq!(e.results, [BlockResult::Ok]);
+    // The aborted transaction cannot commit.
+    let e = expected(&cleared, Flavor::POSTGRES, Flavor::SQLITE);
+    assert_eq!(e.results, [BlockResult::Aborted]);
+    assert!(e.rows.iter().all(Vec::is_empty) && e.hooks.is_empty());
+}
+
+#[test]
+fn model_rule_7_6_a_refused_savepoint_fails_every_open_block() {
+    let p = prog(vec![block(
+        A,
+        true,
+        Exit::Ok,
+        vec![
+            Fail(A),
+            SetRb(A, false),
+            block(
+                A,
+                true,
+                Exit::Ok,
+                vec![
+                    block(A, true, Exit::Ok, vec![Ins(A, 0)]), // its SAVEPOINTs are refused
+                    SetRb(A, false),
+                ],
+            ),
+            SetRb(A, false),
+            block(A, false, Exit::Ok, vec![]), // opened afterwards: fails too
+        ],
+    )]);
+    let e = expected(&p, Flavor::POSTGRES, Flavor::SQLITE);
+    assert_eq!(
+        e.results,
+        [BlockResult::RolledBack(Why::InAbortedTransaction); 4]
+    );
+    assert_eq!(e.stats.broken, 1);
+    // Without the abort, the cleared flag lets everything commit.
+    let e = expected(&p, Flavor::MYSQL, Flavor::SQLITE);
+    assert_eq!(e.results, [BlockResult::Ok; 4]);
+    assert_eq!(e.rows, [vec![0], vec![]]);
+}
+
+#[test]
+fn model_read_only_transactions_refuse_inserts_and_sqlite_refuses_the_option() {
+    let p = prog(vec![
+        read_only_block(
+            A,
+            Exit::Ok,
+            vec![
+                Hook(A, 0),
+                block(A, true, Exit::Ok, vec![Ins(A, 0)]),
+                Ins(A, 0),
+            ],
+        ),
+        read_only_block(A, Exit::Ok, vec![Hook(A, 0)]),
+        read_only_block(B, Exit::Panic, vec![Ins(B, 0)]),
+    ]);
+    for flavor in [Flavor::POSTGRES, Flavor::MYSQL] {
+        let e = expected(&p, flavor, Flavor::SQLITE);
+        assert!(e.rows.iter().all(Vec::is_empty));
+        // A read-only transaction with no statement commits: its hook runs.
+        assert_eq!(e.hooks, [1]);
+        assert_eq!(
+            e.results,
+            [
+                BlockResult::RolledBack(Why::ReadOnly),
+                BlockResult::RolledBack(Why::ReadOnly),
+                BlockResult::Ok,
+                BlockResult::Unsupported,
+            ]
+        );
+    }
+    let e = expected(&p, Flavor::SQLITE, Flavor::SQLITE);
+    assert_eq!(e.results, [BlockResult::Unsupported; 3]);
+    assert!(e.rows.iter().all(Vec::is_empty) && e.hooks.is_empty());
 }

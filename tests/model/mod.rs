@@ -1,45 +1,81 @@
-//! A reference model of SEMANTICS.md as plain Rust, with no I/O (issue 4).
+//! A reference model of the library's semantics as plain Rust, with no I/O. Rules are cited by
+//! number, as in the names of the rule tests (tests/suite/rules.rs, runtime/src/state/tests.rs).
 //!
 //! A [`Program`] is a tree of operations run by one task starting at top level (autocommit on,
 //! no block open on any alias). [`expected`] returns what must hold afterwards: the rows
-//! committed on each alias and the on_commit hooks that ran, in order.
+//! committed on each alias, the on_commit hooks that ran, in order, and what each block returned
+//! to its caller.
 //!
 //! What the model encodes, rule by rule:
 //!
 //! * Each alias has its own state (6.2): its stack of open blocks, the needs-rollback flag, the
-//!   rows and hooks of its open transaction (each remembered with the position it was made at, so
-//!   that rolling back to a savepoint discards exactly what was done since: 5.4), and, on
-//!   PostgreSQL, whether the server aborted the transaction (7.2).
-//! * 1.1: an outermost block clears needs-rollback and starts a transaction. 1.2: a nested block
-//!   gets a savepoint unless `savepoint = false` or needs-rollback is set.
+//!   first error behind that flag (if an error set it), the error that made the whole
+//!   transaction fatal (if one did), the rows and hooks of its open transaction (each remembered
+//!   with the position it was made at, so that rolling back to a savepoint discards exactly what
+//!   was done since: 5.4), whether the transaction is read-only, and, on PostgreSQL, whether the
+//!   server aborted the transaction (7.2).
+//! * 1.1: an outermost block clears needs-rollback and starts a transaction, with the block's
+//!   options. 1.2: a nested block gets a savepoint unless `savepoint = false` or needs-rollback
+//!   is set.
+//! * Transaction options belong to the outermost block of an alias (the programs give them
+//!   nowhere else). `read_only(true)` makes every INSERT of the transaction fail with SQLSTATE
+//!   25006 on PostgreSQL and MySQL/MariaDB (the programs' statements are all INSERTs); such a
+//!   failure dooms the block like any failed statement (3.2) and, on PostgreSQL, aborts the
+//!   transaction (7.2); `read_only(false)` changes nothing. SQLite refuses `read_only` (either
+//!   value) before anything is sent: the block returns `Unsupported` at once and its body never
+//!   runs. `isolation` changes nothing for a single task: the model ignores it, and the programs
+//!   give it to show that.
+//!   `retry` is not modelled: it runs a block again only after a conflict between concurrent
+//!   transactions, which a program of one task never meets (conflict retries are tested on real
+//!   servers in tests/conflicts.rs and tests/galera.rs).
 //! * 1.3/1.4/2.2: a block fails when its body returns `Err`, panics, is cancelled, or ends with
-//!   needs-rollback set (so `set_rollback(true)` then `Ok` fails). On failure needs-rollback is
-//!   cleared; a nested block with a savepoint rolls back to it (its rows and hooks are
-//!   discarded); one without sets needs-rollback again on the enclosing block; the outermost
-//!   block rolls back everything. An `Err` or a cancellation is ignored by the enclosing body,
-//!   which goes on; a panic goes through every enclosing block (each of them fails) up to the
-//!   top-level operation, where the runner catches it and the program goes on.
-//! * 3.1: while needs-rollback is set, an `Insert` or a `FailingStatement` is refused and does
-//!   nothing. 3.2: a statement that fails inside a block sets needs-rollback. Outside any block
-//!   (of that alias) an insert commits at once (4.1) and a failing statement does nothing.
-//! * 5.1–5.6: inside a block a hook is kept; rolling back to a savepoint discards the hooks
-//!   registered since; rolling back the transaction discards all; after the outermost COMMIT the
-//!   hooks run in registration order; outside any block of its alias a hook runs at once.
+//!   needs-rollback set (so `set_rollback(true)` then `Ok` fails), or when its transaction is
+//!   fatal (below). On failure needs-rollback is cleared; a nested block with a savepoint rolls
+//!   back to it (its rows and hooks are discarded, and so is the error behind the flag); one
+//!   without discards the hooks registered in it and sets needs-rollback again on the enclosing
+//!   block, which keeps the error behind it; the outermost block rolls back everything. An
+//!   `Err` or a cancellation is ignored by the enclosing body, which goes on; a panic goes
+//!   through every enclosing block (each of them fails) up to the top-level operation, where the
+//!   runner catches it and the program goes on.
+//! * 3.1: while needs-rollback is set or the transaction is fatal, an `Insert` or a
+//!   `FailingStatement` is refused and does nothing. 3.2: a statement that fails inside a block
+//!   sets needs-rollback, and becomes the error behind it unless one is there already (the first
+//!   error wins). Outside any block (of that alias) an insert commits at once (4.1) and a failing
+//!   statement does nothing.
+//! * 2.1/2.3: `set_rollback(true)` or `set_rollback(false)` sets the flag as asked and clears the
+//!   error behind it: the caller decided. A fatal transaction stays fatal.
+//! * 5.1–5.6: inside a block a hook is kept; rolling back to a savepoint, or failing without
+//!   one, discards the hooks registered in the block; rolling back the transaction discards all;
+//!   after the outermost COMMIT the hooks run in registration order; outside any block of its
+//!   alias a hook runs at once.
 //! * 7.2 (PostgreSQL only): a failing statement also aborts the server transaction. While it is
-//!   aborted every statement fails (an `Insert` then inserts nothing and, being a failed
-//!   statement, sets needs-rollback: 3.2), including a SAVEPOINT still owed by an open block
-//!   (9.1: savepoints are sent lazily, before the first query inside the block). A ROLLBACK TO a
-//!   savepoint that reached the server (necessarily before the error) ends the abort. An
-//!   outermost block whose body ends `Ok` with the transaction still aborted does not commit:
-//!   nothing of it stays and no hook runs (the block returns `Aborted`).
-//! * 1.5, 2.2, 7.2: a block returns its body's `Err` or panic; a body's `Ok` is returned even
-//!   when the block fails because needs-rollback is set (2.2), except that an outermost block
-//!   that leaves normally on a transaction that cannot commit (aborted by PostgreSQL, or only
-//!   fit for a rollback, below) returns an error: it must never report success (7.2).
-//! * Beyond the letter of the contract (the model follows the library's choice, which is the
-//!   safe one): when an owed SAVEPOINT is refused by the aborted server, the transaction can only
-//!   be rolled back whole; every later query of that transaction is refused and the outermost
-//!   block rolls back, whatever the rollback flag says.
+//!   aborted every statement fails with SQLSTATE 25P02 (an `Insert` then inserts nothing and,
+//!   being a failed statement, sets needs-rollback: 3.2), including a SAVEPOINT still owed by an
+//!   open block (9.1: savepoints are sent lazily, before the first query inside the block). A
+//!   ROLLBACK TO a savepoint that reached the server (necessarily before the error) ends the
+//!   abort. An outermost block whose body ends `Ok` with needs-rollback clear but the
+//!   transaction still aborted does not commit: it rolls back, nothing of it stays and no hook
+//!   runs.
+//! * 7.6: a failed control statement (here the owed SAVEPOINT refused by the aborted server)
+//!   makes the whole transaction fatal: every later query of it is refused, every open block of
+//!   the alias that exits afterwards fails, nested or outermost, whatever the rollback flag says,
+//!   no savepoint is rolled back to, and nothing commits.
+//! * 1.5, 3.4, 7.2, 7.6, what a block returns: its body's `Err` or panic, always. When the body
+//!   returns `Ok`, the block reports any error that undid its work:
+//!   - in a fatal transaction every block, nested or outermost, returns `RolledBack` with the
+//!     error of the failed control statement;
+//!   - otherwise a nested block whose savepoint is rolled back, and an outermost block that rolls
+//!     back, return `RolledBack` with the first error behind needs-rollback when an error is
+//!     behind it, and the body's `Ok` when none is (the caller asked for the rollback with
+//!     `set_rollback`, or a savepoint-less block inside failed by its body's `Err`, panic or
+//!     cancellation);
+//!   - a nested block without a savepoint that fails returns the body's `Ok`: the flag, and the
+//!     error behind it, pass to the enclosing block, which reports them;
+//!   - an outermost block that would commit on a transaction PostgreSQL aborted (the flag was
+//!     cleared) rolls back and returns `Aborted`;
+//!   - a block that commits, or releases its savepoint, returns the body's `Ok`.
+//!
+//!   An enclosing body ignores a nested block's error, as it ignores any `Err`.
 
 #![allow(dead_code)]
 
@@ -74,6 +110,15 @@ pub enum Exit {
     Cancel,
 }
 
+/// A transaction isolation level; the runner maps it to `sqlx_atomic::Isolation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    ReadUncommitted,
+    ReadCommitted,
+    RepeatableRead,
+    Serializable,
+}
+
 /// An operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -89,13 +134,32 @@ pub enum Op {
     Block(Block),
 }
 
-/// `Atomic::new().using(alias).savepoint(savepoint).run(body then exit)`.
+/// `Atomic::new().using(alias).savepoint(savepoint)`, with `.read_only(..)` and `.isolation(..)`
+/// when given, `.run(body then exit)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Block {
     pub alias: Alias,
     pub savepoint: bool,
+    /// Only on a block that is the outermost of its alias (see [`Program::normalize`]).
+    pub read_only: Option<bool>,
+    /// Only on a block that is the outermost of its alias (see [`Program::normalize`]).
+    pub isolation: Option<Isolation>,
     pub body: Vec<Op>,
     pub exit: Exit,
+}
+
+impl Block {
+    /// A block without transaction options.
+    pub fn new(alias: Alias, savepoint: bool, exit: Exit, body: Vec<Op>) -> Block {
+        Block {
+            alias,
+            savepoint,
+            read_only: None,
+            isolation: None,
+            body,
+            exit,
+        }
+    }
 }
 
 /// A top-level program: operations run in autocommit, outside any block.
@@ -117,11 +181,31 @@ pub struct Expected {
     pub stats: Stats,
 }
 
+/// The first error behind a rollback that a block reports (`ErrorKind::RolledBack`), as the
+/// model knows it; the runner recognizes it by its code on each backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// The `FailingStatement`: NOT NULL violated.
+    NotNull,
+    /// A statement, or an owed SAVEPOINT, sent to a transaction PostgreSQL had aborted (25P02).
+    InAbortedTransaction,
+    /// An INSERT in a read-only transaction (25006).
+    ReadOnly,
+}
+
 /// What a block returned to its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockResult {
+    /// `Ok`: the body's own.
     Ok,
+    /// The body's own `Err`.
     Err,
+    /// `ErrorKind::RolledBack` with this first error, although the body returned `Ok`.
+    RolledBack(Why),
+    /// `ErrorKind::Aborted`: the body returned `Ok` on a transaction PostgreSQL had aborted.
+    Aborted,
+    /// `ErrorKind::Unsupported`: SQLite refused the block's `read_only` before its body ran.
+    Unsupported,
     Panicked,
     Cancelled,
 }
@@ -136,18 +220,28 @@ pub struct Stats {
     pub savepoint_rollbacks: u64,
     /// Failures of savepoint-less nested blocks passed up (1.4).
     pub doomed_parents: u64,
-    /// Queries refused while needs-rollback was set (3.1).
+    /// Queries refused while needs-rollback was set or the transaction was fatal (3.1).
     pub refused: u64,
     pub panics: u64,
     pub cancels: u64,
+    /// Blocks whose body returned `Ok` and that returned `RolledBack` (3.4, 7.6).
+    pub rolled_back: u64,
     /// Outermost blocks that ended `Ok` on an aborted PostgreSQL transaction (7.2).
     pub aborted_commits: u64,
     /// Aborts ended by a ROLLBACK TO (7.2).
     pub aborts_cleared: u64,
-    /// Owed SAVEPOINTs refused by an aborted server.
+    /// Owed SAVEPOINTs refused by an aborted server: the transaction became fatal (7.6).
     pub broken: u64,
     /// Hooks discarded by a rollback (5.4, 5.5).
     pub hooks_discarded: u64,
+    /// Read-only transactions started.
+    pub read_only: u64,
+    /// INSERTs refused by a read-only transaction.
+    pub read_only_failures: u64,
+    /// Blocks refused with `Unsupported` (`read_only` on SQLite).
+    pub unsupported: u64,
+    /// Transactions started with an isolation level.
+    pub isolation: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -161,10 +255,15 @@ impl std::ops::AddAssign for Stats {
         self.refused += o.refused;
         self.panics += o.panics;
         self.cancels += o.cancels;
+        self.rolled_back += o.rolled_back;
         self.aborted_commits += o.aborted_commits;
         self.aborts_cleared += o.aborts_cleared;
         self.broken += o.broken;
         self.hooks_discarded += o.hooks_discarded;
+        self.read_only += o.read_only;
+        self.read_only_failures += o.read_only_failures;
+        self.unsupported += o.unsupported;
+        self.isolation += o.isolation;
     }
 }
 
@@ -173,17 +272,22 @@ impl std::ops::AddAssign for Stats {
 pub struct Flavor {
     /// A failing statement aborts the whole server transaction (PostgreSQL).
     pub aborts_on_error: bool,
+    /// The backend has read-only transactions (SQLite refuses the option).
+    pub read_only: bool,
 }
 
 impl Flavor {
     pub const SQLITE: Flavor = Flavor {
         aborts_on_error: false,
+        read_only: false,
     };
     pub const POSTGRES: Flavor = Flavor {
         aborts_on_error: true,
+        read_only: true,
     };
     pub const MYSQL: Flavor = Flavor {
         aborts_on_error: false,
+        read_only: true,
     };
 }
 
@@ -208,14 +312,18 @@ struct Frame {
 struct AliasState {
     blocks: Vec<Frame>,
     needs_rollback: bool,
+    /// The first error behind `needs_rollback`, when an error (not `set_rollback`) set it.
+    doom: Option<Why>,
+    /// The error of a failed control statement: the whole transaction is fatal.
+    fatal: Option<Why>,
     /// Rows of the open transaction, in order.
     rows: Vec<i64>,
     /// Hooks of the open transaction, in registration order.
     hooks: Vec<u32>,
+    /// The open transaction is read-only.
+    read_only: bool,
     /// The server aborted the transaction (PostgreSQL).
     aborted: bool,
-    /// An owed SAVEPOINT was refused: only a whole rollback is possible.
-    broken: bool,
 }
 
 struct Model {
@@ -249,7 +357,7 @@ impl Model {
             }
             return;
         }
-        if st.needs_rollback || st.broken {
+        if st.needs_rollback || st.fatal.is_some() {
             // 3.1: refused, nothing sent.
             self.stats.refused += 1;
             return;
@@ -258,17 +366,29 @@ impl Model {
         for f in st.blocks.iter_mut() {
             if f.sp == Sp::Owed {
                 if st.aborted {
+                    // 7.6: a failed control statement.
                     self.stats.broken += 1;
-                    st.broken = true;
+                    st.fatal.get_or_insert(Why::InAbortedTransaction);
                     st.needs_rollback = true;
                     return;
                 }
                 f.sp = Sp::Sent;
             }
         }
-        if fails || st.aborted {
+        let error = if st.aborted {
+            Some(Why::InAbortedTransaction) // 7.2
+        } else if st.read_only {
+            self.stats.read_only_failures += 1;
+            Some(Why::ReadOnly)
+        } else if fails {
+            Some(Why::NotNull)
+        } else {
+            None
+        };
+        if let Some(why) = error {
             // 3.2; on PostgreSQL the server aborts the transaction (7.2).
             st.needs_rollback = true;
+            st.doom.get_or_insert(why);
             if aborts {
                 st.aborted = true;
             }
@@ -291,7 +411,9 @@ impl Model {
     fn set_rollback(&mut self, alias: Alias, flag: bool) {
         let st = &mut self.aliases[alias.index()];
         if !st.blocks.is_empty() {
-            st.needs_rollback = flag; // 2.1
+            // 2.1, 2.3: the caller decided; no error is behind the flag any more.
+            st.needs_rollback = flag;
+            st.doom = None;
         }
     }
 
@@ -314,18 +436,28 @@ impl Model {
 
     fn block(&mut self, b: &Block) -> Flow {
         let i = b.alias.index();
+        let outermost = self.aliases[i].blocks.is_empty();
+        debug_assert!(
+            outermost || (b.read_only.is_none() && b.isolation.is_none()),
+            "options on a nested block"
+        );
+        if outermost && b.read_only.is_some() && !self.flavors[i].read_only {
+            // Refused before anything is sent; the body never runs.
+            self.stats.unsupported += 1;
+            self.results.push(BlockResult::Unsupported);
+            return Flow::Continue;
+        }
         self.depth += 1;
         self.stats.blocks += 1;
         self.stats.max_depth = self.stats.max_depth.max(self.depth);
         {
             let st = &mut self.aliases[i];
-            let sp = if st.blocks.is_empty() {
-                // 1.1
-                st.needs_rollback = false;
-                st.rows.clear();
-                st.hooks.clear();
-                st.aborted = false;
-                st.broken = false;
+            let sp = if outermost {
+                // 1.1: a new transaction, with the block's options.
+                *st = AliasState::default();
+                st.read_only = b.read_only == Some(true);
+                self.stats.read_only += u64::from(st.read_only);
+                self.stats.isolation += u64::from(b.isolation.is_some());
                 Sp::None
             } else if b.savepoint && !st.needs_rollback {
                 Sp::Owed // 1.2, 9.1
@@ -352,24 +484,15 @@ impl Model {
         }
         let st = &mut self.aliases[i];
         let frame = st.blocks.pop().expect("the block's frame");
-        let failed = exit != Exit::Ok || st.needs_rollback; // 1.3, 1.4, 2.2
-        self.results.push(match exit {
-            // 7.2: a block that leaves normally on a transaction the server aborted (or that
-            // can only be rolled back) does not commit, and must not report success.
-            Exit::Ok if st.blocks.is_empty() && !failed && (st.aborted || st.broken) => {
-                BlockResult::Err
-            }
-            // 2.2: with needs-rollback set the block fails, but the `Ok` is returned.
-            Exit::Ok => BlockResult::Ok,
-            Exit::Err => BlockResult::Err,
-            Exit::Panic => BlockResult::Panicked,
-            Exit::Cancel => BlockResult::Cancelled,
-        });
+        // 1.3, 1.4, 2.2, 7.6
+        let failed = exit != Exit::Ok || st.needs_rollback || st.fatal.is_some();
+        // The error the block returns instead of its body's `Ok` (3.4, 7.2, 7.6).
+        let mut error = None;
         if !st.blocks.is_empty() {
             if failed {
                 st.needs_rollback = false;
-                if frame.sp != Sp::None && !st.broken {
-                    // Rolled back to the savepoint (5.4).
+                if frame.sp != Sp::None && st.fatal.is_none() {
+                    // Rolled back to the savepoint (5.4), and with it the error behind the flag.
                     self.stats.savepoint_rollbacks += 1;
                     self.stats.hooks_discarded += (st.hooks.len() - frame.hooks_mark) as u64;
                     st.rows.truncate(frame.rows_mark);
@@ -378,27 +501,47 @@ impl Model {
                         self.stats.aborts_cleared += 1;
                         st.aborted = false;
                     }
+                    error = st.doom.take().map(BlockResult::RolledBack);
                 } else {
+                    // The flag, and the error behind it, pass to the enclosing block (1.4); the
+                    // block's hooks go.
                     self.stats.doomed_parents += 1;
+                    self.stats.hooks_discarded += (st.hooks.len() - frame.hooks_mark) as u64;
+                    st.hooks.truncate(frame.hooks_mark);
                     st.needs_rollback = true;
+                    error = st.fatal.map(BlockResult::RolledBack);
                 }
             }
         } else {
-            if !failed && !st.broken && !st.aborted {
+            if !failed && !st.aborted {
                 // 1.3, 5.6
                 self.stats.commits += 1;
                 self.committed[i].append(&mut st.rows);
                 self.hooks_ran.append(&mut st.hooks);
             } else {
                 self.stats.rollbacks += 1;
-                if !failed && st.aborted && !st.broken {
-                    self.stats.aborted_commits += 1;
-                }
                 self.stats.hooks_discarded += st.hooks.len() as u64;
+                if failed {
+                    error = st.fatal.or(st.doom).map(BlockResult::RolledBack);
+                } else {
+                    // 7.2: COMMIT would roll back.
+                    self.stats.aborted_commits += 1;
+                    error = Some(BlockResult::Aborted);
+                }
             }
             // 5.5, 7.2: anything left was rolled back.
             *st = AliasState::default();
         }
+        let result = match exit {
+            Exit::Ok => error.unwrap_or(BlockResult::Ok),
+            Exit::Err => BlockResult::Err,
+            Exit::Panic => BlockResult::Panicked,
+            Exit::Cancel => BlockResult::Cancelled,
+        };
+        if matches!(result, BlockResult::RolledBack(_)) {
+            self.stats.rolled_back += 1;
+        }
+        self.results.push(result);
         match exit {
             Exit::Panic => Flow::Panic,
             _ => Flow::Continue,
@@ -447,9 +590,10 @@ impl Program {
         count(&self.ops)
     }
 
-    /// Numbers the inserts' values and the hooks' labels in program order from 0, and gives
-    /// every `SetRollback` an alias with an open block (the innermost block's alias when its own
-    /// has none); a `SetRollback` at top level is dropped.
+    /// Numbers the inserts' values and the hooks' labels in program order from 0, gives every
+    /// `SetRollback` an alias with an open block (the innermost block's alias when its own has
+    /// none), and takes the transaction options off every block nested in a block of its own
+    /// alias; a `SetRollback` at top level is dropped.
     pub fn normalize(mut self) -> Program {
         fn walk(ops: &mut Vec<Op>, open: &mut Vec<Alias>, next_v: &mut i64, next_h: &mut u32) {
             if open.is_empty() {
@@ -472,6 +616,10 @@ impl Program {
                     }
                     Op::FailingStatement(_) => {}
                     Op::Block(b) => {
+                        if open.contains(&b.alias) {
+                            b.read_only = None;
+                            b.isolation = None;
+                        }
                         open.push(b.alias);
                         walk(&mut b.body, open, next_v, next_h);
                         open.pop();
@@ -502,12 +650,17 @@ fn fmt_ops(f: &mut fmt::Formatter<'_>, ops: &[Op], indent: usize) -> fmt::Result
             Op::SetRollback(a, b) => writeln!(f, "{pad}set_rollback {a} {b}")?,
             Op::OnCommit(a, l) => writeln!(f, "{pad}on_commit {a} h{l}")?,
             Op::Block(b) => {
-                writeln!(
-                    f,
-                    "{pad}block {}{} {{",
-                    b.alias,
-                    if b.savepoint { "" } else { " savepoint=false" }
-                )?;
+                write!(f, "{pad}block {}", b.alias)?;
+                if let Some(ro) = b.read_only {
+                    write!(f, " read_only={ro}")?;
+                }
+                if let Some(level) = b.isolation {
+                    write!(f, " isolation={level:?}")?;
+                }
+                if !b.savepoint {
+                    write!(f, " savepoint=false")?;
+                }
+                writeln!(f, " {{")?;
                 fmt_ops(f, &b.body, indent + 1)?;
                 writeln!(f, "{pad}}} exit {:?}", b.exit)?;
             }
