@@ -5,7 +5,7 @@ mod common;
 
 use common::{Backend, Fx};
 use sqlx::AssertSqlSafe;
-use sqlx_atomic::{Error, atomic, on_commit};
+use sqlx_atomic::{Error, ErrorKind, atomic, on_commit};
 
 #[derive(Debug)]
 enum AppError {
@@ -103,6 +103,40 @@ impl Store for Repo {
     }
 }
 
+#[atomic(using = "sqlite", retry = 3)]
+async fn retried(fx: &Fx, v: i64) -> Result<i64, AppError> {
+    insert(fx, "sqlite", v).await?;
+    Ok(v)
+}
+
+#[atomic(using = "sqlite", timeout = "50ms")]
+async fn too_slow(fx: &Fx) -> Result<(), AppError> {
+    insert(fx, "sqlite", 1).await?;
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    Ok(())
+}
+
+#[atomic(using = "sqlite", timeout = "1s")]
+async fn one_second(fx: &Fx, v: i64) -> Result<(), AppError> {
+    insert(fx, "sqlite", v).await?;
+    Ok(())
+}
+
+impl Repo {
+    // Each attempt borrows `self`, `label` and `tag` again.
+    #[atomic(using = "sqlite", retry = 2)]
+    async fn add_retried(&mut self, label: &str, tag: String, v: i64) -> Result<u32, Error> {
+        self.calls += 1;
+        insert(
+            &self.fx,
+            "sqlite",
+            v + label.len() as i64 + tag.len() as i64,
+        )
+        .await?;
+        Ok(self.calls)
+    }
+}
+
 #[atomic(using = "sqlite")]
 async fn generic<'a, T>(fx: &'a Fx, items: &'a [T]) -> Result<usize, Error>
 where
@@ -184,5 +218,70 @@ fn rule_7_4_macro_future_is_send() {
             .unwrap()
             .unwrap();
         assert_eq!(fx.committed().await, [1, 2]);
+    });
+}
+
+#[test]
+fn rule_11_3_macro_retried_body_borrows_its_arguments() {
+    common::run(Backend::Sqlite, |fx: Fx| async move {
+        let mut repo = Repo {
+            fx: fx.clone(),
+            calls: 0,
+        };
+        let tag = String::from("ab");
+        assert_eq!(repo.add_retried("x", tag.clone(), 10).await.unwrap(), 1);
+        assert_eq!(retried(&fx, 20).await.unwrap(), 20);
+        assert_eq!(fx.committed().await, [13, 20]);
+    });
+}
+
+#[test]
+fn rule_11_3_macro_retry_nested_is_an_error() {
+    common::run(Backend::Sqlite, |fx: Fx| async move {
+        #[atomic(using = "sqlite")]
+        async fn outer(fx: &Fx) -> Result<i64, AppError> {
+            insert(fx, "sqlite", 1).await?;
+            retried(fx, 2).await
+        }
+        match outer(&fx).await {
+            Err(AppError::Db(e)) => assert!(matches!(e.kind(), ErrorKind::RetryNested), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fx.committed().await, Vec::<i64>::new());
+    });
+}
+
+#[test]
+fn rule_11_4_macro_timeout_and_nested_options() {
+    common::run(Backend::Sqlite, |fx: Fx| async move {
+        match too_slow(&fx).await {
+            Err(AppError::Db(e)) => assert!(
+                matches!(e.kind(), ErrorKind::TimedOut(t) if *t == std::time::Duration::from_millis(50)),
+                "{e}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // A nested block may repeat the outermost block's timeout or leave it out, but not give
+        // another one.
+        #[atomic(using = "sqlite", timeout = "1000ms")]
+        async fn same(fx: &Fx) -> Result<(), AppError> {
+            one_second(fx, 2).await?;
+            add_gift(fx, 3, false).await
+        }
+        same(&fx).await.unwrap();
+        #[atomic(using = "sqlite", timeout = "2s")]
+        async fn other(fx: &Fx) -> Result<(), AppError> {
+            one_second(fx, 4).await
+        }
+        match other(&fx).await {
+            Err(AppError::Db(e)) => {
+                assert!(
+                    matches!(e.kind(), ErrorKind::OptionMismatch("timeout")),
+                    "{e}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fx.committed().await, [2, 3]);
     });
 }

@@ -1,10 +1,12 @@
 //! Code generation of `#[atomic]`: checks the function, then wraps its body in the runtime's block
 //! runner. The signature, attributes and body tokens are re-emitted unchanged, with their spans.
 
-use proc_macro2::{Delimiter, Group, Ident, Span, TokenStream, TokenTree};
+use proc_macro2::{Delimiter, Group, Ident, Literal, Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::parse::{Parse, ParseStream};
-use syn::{Attribute, Item, ReturnType, Signature, TraitItemFn, Type, Visibility, braced, token};
+use syn::{
+    Attribute, Item, ReturnType, Signature, Token, TraitItemFn, Type, Visibility, braced, token,
+};
 
 use crate::args::{self, AtomicArgs, Errors};
 
@@ -249,6 +251,25 @@ fn wrap_body(args: AtomicArgs, function: FnItem, return_type: &Type) -> TokenStr
     let durable = args
         .durable
         .map(|durable| quote_spanned!(anchor=> .durable(#durable)));
+    let isolation = args.isolation.map(|variant| {
+        let variant = Ident::new(variant, anchor);
+        quote_spanned!(anchor=> .isolation(#krate::Isolation::#variant))
+    });
+    let read_only = args
+        .read_only
+        .map(|read_only| quote_spanned!(anchor=> .read_only(#read_only)));
+    let lock = args.lock.map(|variant| {
+        let variant = Ident::new(variant, anchor);
+        quote_spanned!(anchor=> .lock(#krate::LockMode::#variant))
+    });
+    let timeout = args.timeout.map(|millis| {
+        let mut millis = Literal::u64_unsuffixed(millis);
+        millis.set_span(anchor);
+        quote_spanned!(anchor=> .timeout(::core::time::Duration::from_millis(#millis)))
+    });
+    let builder = quote_spanned! {anchor=>
+        #krate::__private::Atomic::new() #using #savepoint #durable #isolation #read_only #lock #timeout
+    };
 
     // `impl Trait` cannot be named in a turbofish; the bound of `Atomic::run` still checks it.
     let assert_result = (!contains_impl_trait(return_type)).then(|| {
@@ -264,23 +285,57 @@ fn wrap_body(args: AtomicArgs, function: FnItem, return_type: &Type) -> TokenStr
     let mut user_block = Group::new(Delimiter::Brace, body);
     user_block.set_span(brace.span.join());
     let ret = Ident::new("__sqlx_atomic_ret", Span::mixed_site());
-    let run_future = quote! {
-        async move {
-            let #ret: #anchor_type = #user_block;
-            // Unreachable when the body always returns early (`return`, `?`, a panic).
-            #[allow(unreachable_code)]
-            #ret
+    let body_future = |capture: Option<Token![move]>| {
+        quote! {
+            async #capture {
+                let #ret: #anchor_type = #user_block;
+                // Unreachable when the body always returns early (`return`, `?`, a panic).
+                #[allow(unreachable_code)]
+                #ret
+            }
         }
     };
 
     let mut tokens = quote!(#(#outer_attrs)* #vis #sig);
     brace.surround(&mut tokens, |tokens| {
         tokens.extend(quote! { #(#inner_attrs)* #assert_result });
-        tokens.extend(quote_spanned! {anchor=>
-            #krate::__private::Atomic::new() #using #savepoint #durable
-                .run(#run_future)
-                .await
-        });
+        match args.retry {
+            None => {
+                let run_future = body_future(Some(<Token![move]>::default()));
+                tokens.extend(quote_spanned! {anchor=>
+                    #builder
+                        .run(#run_future)
+                        .await
+                });
+            }
+            // Each attempt needs a fresh future of the body, so the body cannot move the
+            // function's arguments into an `async move`: it borrows them from the function's own
+            // frame instead, and a body that consumes an argument fails to compile with rustc's
+            // "value moved here, in previous iteration of loop".
+            Some(retry) => {
+                let attempt_future = body_future(None);
+                // Spanned at the anchor, not hygienic like the other locals: the bound of
+                // `Attempts::attempt` is checked on the call, which starts at this receiver, and
+                // only with the anchor's own span does a failure there merge with the one of
+                // `assert_atomic_result` instead of being reported a second time. The prefix
+                // keeps it apart from the user's names.
+                let attempts = Ident::new("__sqlx_atomic_attempts", anchor);
+                let out = Ident::new("__sqlx_atomic_out", Span::mixed_site());
+                tokens.extend(quote_spanned! {anchor=>
+                    let mut #attempts = #builder
+                        .retry(#retry)
+                        .__attempts();
+                    loop {
+                        if let ::core::ops::ControlFlow::Break(#out) = #attempts
+                            .attempt(#attempt_future)
+                            .await
+                        {
+                            break #out;
+                        }
+                    }
+                });
+            }
+        }
     });
     tokens
 }
@@ -366,6 +421,216 @@ mod tests {
             out.contains("my :: sa :: __private :: assert_atomic_result"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn each_option_becomes_its_builder_call() {
+        for (args, call) in [
+            (
+                quote!(isolation = "read_uncommitted"),
+                quote!(.isolation(::sqlx_atomic::Isolation::ReadUncommitted)),
+            ),
+            (
+                quote!(isolation = "read_committed"),
+                quote!(.isolation(::sqlx_atomic::Isolation::ReadCommitted)),
+            ),
+            (
+                quote!(isolation = "repeatable_read"),
+                quote!(.isolation(::sqlx_atomic::Isolation::RepeatableRead)),
+            ),
+            (
+                quote!(isolation = "serializable"),
+                quote!(.isolation(::sqlx_atomic::Isolation::Serializable)),
+            ),
+            (quote!(read_only = true), quote!(.read_only(true))),
+            (quote!(read_only = false), quote!(.read_only(false))),
+            (
+                quote!(lock = "deferred"),
+                quote!(.lock(::sqlx_atomic::LockMode::Deferred)),
+            ),
+            (
+                quote!(lock = "immediate"),
+                quote!(.lock(::sqlx_atomic::LockMode::Immediate)),
+            ),
+            (
+                quote!(lock = "exclusive"),
+                quote!(.lock(::sqlx_atomic::LockMode::Exclusive)),
+            ),
+            (
+                quote!(timeout = "500ms"),
+                quote!(.timeout(::core::time::Duration::from_millis(500))),
+            ),
+            (
+                quote!(timeout = "5s"),
+                quote!(.timeout(::core::time::Duration::from_millis(5000))),
+            ),
+            (
+                quote!(timeout = "2m"),
+                quote!(.timeout(::core::time::Duration::from_millis(120000))),
+            ),
+        ] {
+            let out = expand(
+                args.clone(),
+                quote!(
+                    async fn f() -> Result<(), E> {
+                        Ok(())
+                    }
+                ),
+            );
+            let expected = quote!(::sqlx_atomic::__private::Atomic::new() #call .run);
+            assert!(
+                out.contains(&format!("{expected} (async move {{")),
+                "{args}: {out}"
+            );
+        }
+    }
+
+    #[test]
+    fn options_follow_the_crate_path_and_keep_their_order() {
+        let out = expand(
+            quote!(
+                timeout = "1s",
+                lock = "immediate",
+                read_only = false,
+                isolation = "serializable",
+                durable = true,
+                savepoint = true,
+                using = "x",
+                crate = "my::sa",
+            ),
+            quote!(
+                async fn f() -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        let expected = quote!(
+            my::sa::__private::Atomic::new()
+                .using("x")
+                .savepoint(true)
+                .durable(true)
+                .isolation(my::sa::Isolation::Serializable)
+                .read_only(false)
+                .lock(my::sa::LockMode::Immediate)
+                .timeout(::core::time::Duration::from_millis(1000))
+                .run
+        );
+        assert!(out.contains(&format!("{expected} (async move {{")), "{out}");
+    }
+
+    #[test]
+    fn retry_runs_a_borrowing_body_in_a_loop() {
+        let out = expand(
+            quote!(retry = 3, isolation = "serializable", using = "x"),
+            quote! {
+                pub async fn f(&mut self, name: &str, n: String) -> Result<U, E> {
+                    #![allow(unused)]
+                    body(self, name, &n)?;
+                    Ok(u)
+                }
+            },
+        );
+        let expected = quote! {
+            pub async fn f(&mut self, name: &str, n: String) -> Result<U, E> {
+                #![allow(unused)]
+                ::sqlx_atomic::__private::assert_atomic_result::<Result<U, E> >();
+                let mut __sqlx_atomic_attempts = ::sqlx_atomic::__private::Atomic::new()
+                    .using("x")
+                    .isolation(::sqlx_atomic::Isolation::Serializable)
+                    .retry(3u32)
+                    .__attempts();
+                loop {
+                    if let ::core::ops::ControlFlow::Break(__sqlx_atomic_out) = __sqlx_atomic_attempts
+                        .attempt(async {
+                            let __sqlx_atomic_ret: Result<U, E> = {
+                                body(self, name, &n)?;
+                                Ok(u)
+                            };
+                            #[allow(unreachable_code)]
+                            __sqlx_atomic_ret
+                        })
+                        .await
+                    {
+                        break __sqlx_atomic_out;
+                    }
+                }
+            }
+        };
+        assert_eq!(out, expected.to_string());
+        assert!(out.contains("__attempts ()"), "{out}");
+        assert!(out.contains("loop"), "{out}");
+        assert!(!out.contains("async move"), "{out}");
+        assert!(!out.contains(". run ("), "{out}");
+    }
+
+    #[test]
+    fn retry_passes_an_expression_through() {
+        let out = expand(
+            quote!(retry = Retry::new(5).backoff(a, b), savepoint = true),
+            quote!(
+                async fn f() -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        let expected = quote!(
+            ::sqlx_atomic::__private::Atomic::new()
+                .savepoint(true)
+                .retry(Retry::new(5).backoff(a, b))
+                .__attempts();
+        );
+        assert!(out.contains(&expected.to_string()), "{out}");
+    }
+
+    #[test]
+    fn retry_keeps_the_inferred_impl_trait_anchor() {
+        let out = expand(
+            quote!(retry = 1),
+            quote!(
+                async fn f() -> Result<impl Display, E> {
+                    Ok(1)
+                }
+            ),
+        );
+        assert!(!out.contains("assert_atomic_result"), "{out}");
+        assert!(
+            out.contains("async { let __sqlx_atomic_ret : Result < _ , E >"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn reports_option_errors_with_the_function_unchanged() {
+        let item = quote!(
+            async fn f() -> Result<(), E> {
+                Ok(())
+            }
+        );
+        for (args, message) in [
+            (
+                quote!(isolation = "snapshot"),
+                "unknown isolation level \"snapshot\"; expected \"read_uncommitted\", \
+                 \"read_committed\", \"repeatable_read\" or \"serializable\"",
+            ),
+            (
+                quote!(lock = "shared"),
+                "unknown lock mode \"shared\"; expected \"deferred\", \"immediate\" or \
+                 \"exclusive\"",
+            ),
+            (quote!(timeout = "5h"), args::TIMEOUT_FORM),
+            (quote!(timeout = "0s"), args::TIMEOUT_ZERO),
+            (quote!(retry = 0), args::RETRY_ZERO),
+            (
+                quote!(retry = 2, savepoint = false),
+                args::RETRY_WITH_SAVEPOINT_FALSE,
+            ),
+            (
+                quote!(read_only = 1),
+                "expected `true` or `false` for `read_only`",
+            ),
+        ] {
+            assert_eq!(rejected(args.clone(), item.clone()), [message], "{args}");
+        }
     }
 
     #[test]
@@ -518,7 +783,7 @@ mod tests {
         assert_eq!(
             messages,
             [
-                "unknown argument `foo` to #[atomic]; expected `using`, `savepoint`, `durable` or `crate`",
+                "unknown argument `foo` to #[atomic]; expected `using`, `savepoint`, `durable`, `isolation`, `read_only`, `lock`, `timeout`, `retry` or `crate`",
                 "the database alias cannot be empty",
                 "#[atomic] cannot be applied to a `const fn`",
                 NOT_ASYNC_FN,

@@ -47,12 +47,62 @@ use proc_macro::TokenStream;
 ///   enclosing block too (default: `true`).
 /// - `durable = true`: the block must be the outermost one on its alias; entering it inside
 ///   another block is an error at run time (default: `false`).
+/// - `isolation = "serializable"`: the transaction's isolation level, one of
+///   `"read_uncommitted"`, `"read_committed"`, `"repeatable_read"` or `"serializable"`
+///   (default: the server's). SQLite accepts every level: its transactions are always
+///   serializable.
+/// - `read_only = true`: begin a read-only transaction, which the server refuses to write in
+///   (`false`: a read-write one; default: the server's default).
+/// - `lock = "immediate"`: how SQLite's `BEGIN` takes its lock, one of `"deferred"` (SQLite's
+///   default), `"immediate"` (the write lock at `BEGIN`, so a read-modify-write block cannot fail
+///   half-way with `SQLITE_BUSY`) or `"exclusive"`.
+/// - `timeout = "5s"`: a deadline for the transaction, a positive integer followed by `ms`, `s`
+///   or `m` (`"500ms"`, `"5s"`, `"2m"`). When it passes, the body is cancelled, the transaction
+///   rolled back and the block fails; on PostgreSQL the server also stops a statement that
+///   outlives it (default: none; see `Atomic::timeout`).
+/// - `retry = 3`: run the whole body again, up to that many more times, when an attempt failed
+///   with a conflict the server guarantees it rolled back (a serialization failure, a deadlock,
+///   SQLite's busy error); each retry is a new transaction, and the hooks the failed attempt
+///   registered are discarded. The value is the number of retries after the first attempt, at
+///   least 1, or any expression converting into `sqlx_atomic::Retry`, for a backoff of one's
+///   own: `retry = Retry::new(5).backoff(base, cap)`. Only an outermost block is retried: on a
+///   nested block, or inside a per-request transaction, `retry` is an error at run time, before
+///   anything is sent (opt the handler out with `#[non_atomic_requests]` and retry a block
+///   inside it); with `savepoint = false` (which only a nested block uses) it is an error at
+///   compile time.
 /// - `crate = "path::to::sqlx_atomic"`: where to find the `sqlx_atomic` crate, for code that
 ///   reaches it through a re-export or a renamed dependency (default: `"::sqlx_atomic"`).
 ///
 /// ```ignore
 /// #[atomic(using = "reports", savepoint = false)]
 /// async fn refresh(&self, day: Date) -> Result<(), sqlx_atomic::Error> { /* .. */ }
+///
+/// #[atomic(isolation = "serializable", timeout = "2s", retry = 5)]
+/// async fn transfer(from: i64, to: i64, cents: i64) -> Result<(), AppError> { /* .. */ }
+/// ```
+///
+/// The transaction options (`isolation`, `read_only`, `lock`, `timeout`) belong to the
+/// transaction, so they are set by the outermost block: a nested block may repeat the same
+/// values or leave them out, and anything else is an error at run time, before anything is sent.
+/// So is an option the alias's backend cannot honour (e.g. `lock` outside SQLite): it is never
+/// ignored.
+///
+/// ## Retried bodies
+///
+/// Each attempt runs the body again, with the same arguments, which it borrows rather than
+/// consumes: a body that moves a by-value argument fails to compile with "value moved here, in
+/// previous iteration of loop". Clone such an argument inside the body before the move
+/// (`let name = name.clone();`), or take it by reference. Work outside the database (a message
+/// sent, a counter increased) is done again on every attempt; leave it to an `on_commit` hook,
+/// which runs once, after the commit.
+///
+/// ```ignore
+/// #[atomic(retry = 3)]
+/// async fn rename(&mut self, id: i64, name: String) -> Result<(), AppError> {
+///     let name = name.clone(); // the next attempt needs `name` again
+///     self.store(id, name).await?;
+///     Ok(())
+/// }
 /// ```
 ///
 /// # What it accepts
@@ -81,6 +131,33 @@ use proc_macro::TokenStream;
 ///             ret
 ///         })
 ///         .await
+/// }
+/// ```
+///
+/// The other options become builder calls before `.run(..)`, in the order `using`, `savepoint`,
+/// `durable`, `isolation`, `read_only`, `lock`, `timeout`; `timeout` is computed at compile time
+/// (`.timeout(::core::time::Duration::from_millis(2000))` for `"2s"`). With `retry`, the body
+/// becomes a fresh future for each attempt, which borrows the arguments (`async`, not
+/// `async move`):
+///
+/// ```ignore
+/// #[atomic(retry = 3)]
+/// async fn f(x: &mut i32) -> Result<i32, E> { body }
+/// // becomes
+/// async fn f(x: &mut i32) -> Result<i32, E> {
+///     ::sqlx_atomic::__private::assert_atomic_result::<Result<i32, E>>();
+///     let mut attempts = ::sqlx_atomic::__private::Atomic::new().retry(3u32).__attempts();
+///     loop {
+///         if let ControlFlow::Break(out) = attempts
+///             .attempt(async {
+///                 let ret: Result<i32, E> = { body };
+///                 ret
+///             })
+///             .await
+///         {
+///             break out;
+///         }
+///     }
 /// }
 /// ```
 ///

@@ -167,7 +167,9 @@ impl TxnOpts {
                 if let Some(t) = self.timeout {
                     // Scoped to the transaction: the server ends a statement or a lock wait that
                     // outlives the block's deadline, even while the client waits.
-                    let ms = t.as_millis().max(1);
+                    // PostgreSQL counts these in an int of milliseconds; a longer deadline is the
+                    // client's alone.
+                    let ms = t.as_millis().clamp(1, i32::MAX as u128);
                     let _ = write!(
                         sql,
                         "; SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}"

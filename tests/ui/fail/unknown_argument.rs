@@ -5,7 +5,7 @@ async fn typo() -> Result<(), sqlx_atomic::Error> {
     Ok(())
 }
 
-#[atomic(isolation = "serializable", savepoint = false)]
+#[atomic(deferrable = true, savepoint = false)]
 async fn unsupported() -> Result<(), sqlx_atomic::Error> {
     Ok(())
 }
