@@ -438,7 +438,13 @@ pub(crate) async fn end_block(actx: &Arc<AliasCtx>, id: u64, depth: usize, body_
         };
         exit_guard.armed = false;
         let mut close = plan.close_connection;
-        if lease.has_conn()
+        // A transaction that ends in ROLLBACK on a sound connection does not wait for it: the
+        // ROLLBACK is queued on the connection, and the pool sends it (with its ping on release)
+        // before anyone else can take the connection, as for sqlx's own dropped `Transaction`.
+        let queued =
+            !close && plan.stmts.as_slice() == [Control::Rollback] && lease.queue_rollback();
+        if !queued
+            && lease.has_conn()
             && let Err(e) = lease.send(&plan.stmts).await
         {
             if plan.stmts.contains(&Control::Commit) {

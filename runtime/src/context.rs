@@ -684,6 +684,27 @@ impl Lease {
         Ok(())
     }
 
+    /// Queues a ROLLBACK of the connection's transaction without waiting for it (sqlx sends it
+    /// before the connection is used again); false, queueing nothing, when the lease has no
+    /// connection or sqlx sees no transaction on it.
+    pub(crate) fn queue_rollback(&mut self) -> bool {
+        let Some(conn) = self.conn.as_mut().filter(|c| c.sqlx_depth() > 0) else {
+            return false;
+        };
+        let text = crate::backend::ControlText {
+            stmt: Control::Rollback,
+            begin: None,
+        };
+        if tracing::level_enabled!(tracing::Level::DEBUG) {
+            debug_control(&self.actx, &text);
+        }
+        if self.actx.recording() {
+            self.actx.record(&text.to_string());
+        }
+        conn.start_rollback();
+        true
+    }
+
     /// `stmt`, the first statement on an untested connection, failed with `e`: sends it again on
     /// a pinged connection if that one is gone.
     async fn retry(
