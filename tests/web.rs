@@ -47,7 +47,7 @@ async fn hook(alias: &'static str, label: String) {
 /// The handlers opted out with `#[non_atomic_requests(using = ..)]`, one per backend's alias (the
 /// attribute takes literal aliases).
 macro_rules! opted_out_handlers {
-    ($($alias:literal => $out:ident, $late:ident;)*) => {
+    ($($alias:literal => $out:ident, $late:ident, $retried:ident;)*) => {
         $(
             #[non_atomic_requests(using = $alias)]
             async fn $out(Path((t, v)): Path<(String, i64)>) -> StatusCode {
@@ -63,7 +63,30 @@ macro_rules! opted_out_handlers {
                 insert($alias, &t, v).await.unwrap();
                 "ok"
             }
+
+            /// The supported way to retry a request's work: out of the request transaction,
+            /// a retried block is an outermost block.
+            #[non_atomic_requests(using = $alias)]
+            async fn $retried(Path((t, v)): Path<(String, i64)>) -> StatusCode {
+                sqlx_atomic::Atomic::new()
+                    .using($alias)
+                    .retry(3)
+                    .run(|| insert($alias, &t, v))
+                    .await
+                    .unwrap();
+                StatusCode::OK
+            }
         )*
+
+        /// The opted-out handler with a retried block for `alias`.
+        fn retried_of(
+            alias: &str,
+        ) -> fn(Path<(String, i64)>) -> std::pin::Pin<Box<dyn Future<Output = StatusCode> + Send>> {
+            match alias {
+                $($alias => |p| Box::pin($retried(p)),)*
+                _ => unreachable!("no such test alias {alias}"),
+            }
+        }
 
         /// The opted-out handler for `alias`.
         fn opted_out_of(
@@ -86,9 +109,9 @@ macro_rules! opted_out_handlers {
 }
 
 opted_out_handlers! {
-    "sqlite" => opted_out_sqlite, opted_out_late_sqlite;
-    "pg" => opted_out_pg, opted_out_late_pg;
-    "my" => opted_out_my, opted_out_late_my;
+    "sqlite" => opted_out_sqlite, opted_out_late_sqlite, retried_sqlite;
+    "pg" => opted_out_pg, opted_out_late_pg, retried_pg;
+    "my" => opted_out_my, opted_out_late_my, retried_my;
 }
 
 #[atomic(using = "sqlite")]
@@ -171,6 +194,25 @@ fn routes(alias: &'static str) -> Router {
             }),
         )
         .route("/opted_out/{t}/{v}", get(opted_out_of(alias)))
+        .route("/retried/{t}/{v}", get(retried_of(alias)))
+        .route(
+            "/retried_inside/{t}/{v}",
+            get(move |Path((t, v)): Path<(String, i64)>| async move {
+                // The request transaction owns the outermost block: retry is refused before
+                // anything is sent.
+                let r = sqlx_atomic::Atomic::new()
+                    .using(alias)
+                    .retry(3)
+                    .run(|| insert(alias, &t, v))
+                    .await;
+                match r {
+                    Err(e) if matches!(e.kind(), sqlx_atomic::ErrorKind::RetryNested) => {
+                        StatusCode::CONFLICT
+                    }
+                    _ => StatusCode::OK,
+                }
+            }),
+        )
         .route(
             "/opted_out_late/{t}/{v}",
             get(move |Path((t, v)): Path<(String, i64)>| async move {
@@ -381,6 +423,21 @@ macro_rules! web_suite {
                     // set_rollback(true) is asked for: the handler's answer stands.
                     assert_eq!(get_status(addr, &format!("/set_rollback/{t}/2")).await, 200);
                     assert_eq!(fx.committed().await, Vec::<i64>::new());
+                });
+            }
+
+            #[test]
+            fn rule_8_2_retry_needs_a_handler_opted_out_of_the_request_transaction() {
+                common::run(B, |fx: Fx| async move {
+                    let addr = serve(B.alias()).await;
+                    let t = &fx.table;
+                    assert_eq!(
+                        get_status(addr, &format!("/retried_inside/{t}/1")).await,
+                        409
+                    );
+                    assert_eq!(fx.committed().await, Vec::<i64>::new());
+                    assert_eq!(get_status(addr, &format!("/retried/{t}/2")).await, 200);
+                    assert_eq!(fx.committed().await, [2]);
                 });
             }
 
