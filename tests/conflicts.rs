@@ -184,7 +184,7 @@ async fn serializable_increment(
 }
 
 #[test]
-fn postgres_serializable_increments_with_retry_all_count() {
+fn rule_11_3_postgres_serializable_increments_with_retry_all_count() {
     if !setup().postgres {
         return;
     }
@@ -204,7 +204,7 @@ fn postgres_serializable_increments_with_retry_all_count() {
 }
 
 #[test]
-fn postgres_serializable_increments_without_retry_fail_with_40001() {
+fn rule_11_3_postgres_serializable_increments_without_retry_fail_with_40001() {
     if !setup().postgres {
         return;
     }
@@ -306,7 +306,7 @@ async fn deadlock_pair(table: &'static str, retry: bool, nested: bool) -> [Resul
 }
 
 #[test]
-fn mariadb_deadlock_fails_one_transaction_and_retry_brings_it_through() {
+fn rule_11_3_mariadb_deadlock_fails_one_transaction_and_retry_brings_it_through() {
     if !setup().mysql {
         return;
     }
@@ -337,7 +337,7 @@ fn mariadb_deadlock_fails_one_transaction_and_retry_brings_it_through() {
 }
 
 #[test]
-fn mariadb_deadlock_in_a_nested_block_fails_the_outer_block_with_1213() {
+fn rule_11_2_mariadb_deadlock_in_a_nested_block_fails_the_outer_block_with_1213() {
     if !setup().mysql {
         return;
     }
@@ -369,7 +369,7 @@ fn mariadb_deadlock_in_a_nested_block_fails_the_outer_block_with_1213() {
 }
 
 #[test]
-fn sqlite_immediate_writers_all_succeed() {
+fn rule_11_4_sqlite_immediate_writers_all_succeed() {
     setup();
     run(async {
         let table = "conflict_lite_immediate";
@@ -437,7 +437,7 @@ async fn stale_upgrade(table: &'static str, retry: bool) -> Result<u32, Error> {
 }
 
 #[test]
-fn sqlite_a_stale_deferred_upgrade_is_busy_and_retry_recovers() {
+fn rule_11_3_sqlite_a_stale_deferred_upgrade_is_busy_and_retry_recovers() {
     setup();
     run(async {
         let table = "conflict_lite_deferred";
@@ -459,7 +459,7 @@ fn sqlite_a_stale_deferred_upgrade_is_busy_and_retry_recovers() {
 }
 
 #[test]
-fn retry_gives_up_after_its_attempts_and_counts_them() {
+fn rule_11_3_retry_gives_up_after_its_attempts_and_counts_them() {
     setup();
     run(async {
         let table = "conflict_lite_exhausted";
@@ -581,7 +581,7 @@ async fn commit_cut_off(alias: &'static str) {
 }
 
 #[test]
-fn a_commit_cut_off_by_the_server_is_unknown_and_not_retried() {
+fn rule_11_3_a_commit_cut_off_by_the_server_is_unknown_and_not_retried() {
     let s = setup();
     run(async move {
         if s.postgres {

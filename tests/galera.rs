@@ -143,7 +143,7 @@ async fn contend(table: &'static str, tasks: u32, calls: u32, nested: bool) -> (
 }
 
 #[test]
-fn galera_conflicts_across_nodes_are_retried_to_an_exact_count() {
+fn rule_11_3_galera_conflicts_across_nodes_are_retried_to_an_exact_count() {
     if !setup() {
         return;
     }
@@ -161,7 +161,7 @@ fn galera_conflicts_across_nodes_are_retried_to_an_exact_count() {
 }
 
 #[test]
-fn galera_conflicts_in_nested_blocks_never_return_ok_without_committing() {
+fn rule_11_2_galera_conflicts_in_nested_blocks_never_return_ok_without_committing() {
     if !setup() {
         return;
     }

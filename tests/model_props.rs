@@ -698,7 +698,7 @@ fn model_rule_7_2_rollback_to_an_earlier_savepoint_ends_the_abort() {
 }
 
 #[test]
-fn model_rule_3_4_an_ignored_error_is_reported_with_the_first_cause() {
+fn model_rule_11_1_an_ignored_error_is_reported_with_the_first_cause() {
     use BlockResult::{Ok as Kept, RolledBack};
     let p = prog(vec![block(
         A,
@@ -759,7 +759,7 @@ fn model_rule_2_3_set_rollback_clears_the_error_behind_the_flag() {
 }
 
 #[test]
-fn model_rule_7_6_a_refused_savepoint_fails_every_open_block() {
+fn model_rule_11_2_a_refused_savepoint_fails_every_open_block() {
     let p = prog(vec![block(
         A,
         true,

@@ -10,7 +10,7 @@ use model::{Alias, Block, BlockResult, Exit, Flavor, Op, Program, Why, expected}
 use sqlx::AssertSqlSafe;
 use sqlx_atomic::{Atomic, Error, ErrorKind};
 
-/// PostgreSQL, rules 7.2 and 7.6. The program (alias A = "pg"):
+/// PostgreSQL, rules 7.2 and 11.2. The program (alias A = "pg"):
 ///
 /// ```text
 /// block A {
@@ -31,7 +31,7 @@ use sqlx_atomic::{Atomic, Error, ErrorKind};
 /// returns `RolledBack` with the refused statement's error (SQLSTATE 25P02), whatever the flag
 /// says: a block never returns `Ok` for work that was not kept.
 #[test]
-fn postgres_rule_7_6_refused_savepoint_fails_every_open_block_despite_a_cleared_flag() {
+fn postgres_rule_11_2_refused_savepoint_fails_every_open_block_despite_a_cleared_flag() {
     let program = Program {
         ops: vec![Op::Block(Block::new(
             Alias::A,

@@ -56,11 +56,11 @@
 //!   abort. An outermost block whose body ends `Ok` with needs-rollback clear but the
 //!   transaction still aborted does not commit: it rolls back, nothing of it stays and no hook
 //!   runs.
-//! * 7.6: a failed control statement (here the owed SAVEPOINT refused by the aborted server)
+//! * 11.2: a failed control statement (here the owed SAVEPOINT refused by the aborted server)
 //!   makes the whole transaction fatal: every later query of it is refused, every open block of
 //!   the alias that exits afterwards fails, nested or outermost, whatever the rollback flag says,
 //!   no savepoint is rolled back to, and nothing commits.
-//! * 1.5, 3.4, 7.2, 7.6, what a block returns: its body's `Err` or panic, always. When the body
+//! * 1.5, 11.1, 7.2, 11.2, what a block returns: its body's `Err` or panic, always. When the body
 //!   returns `Ok`, the block reports any error that undid its work:
 //!   - in a fatal transaction every block, nested or outermost, returns `RolledBack` with the
 //!     error of the failed control statement;
@@ -224,13 +224,13 @@ pub struct Stats {
     pub refused: u64,
     pub panics: u64,
     pub cancels: u64,
-    /// Blocks whose body returned `Ok` and that returned `RolledBack` (3.4, 7.6).
+    /// Blocks whose body returned `Ok` and that returned `RolledBack` (11.1, 11.2).
     pub rolled_back: u64,
     /// Outermost blocks that ended `Ok` on an aborted PostgreSQL transaction (7.2).
     pub aborted_commits: u64,
     /// Aborts ended by a ROLLBACK TO (7.2).
     pub aborts_cleared: u64,
-    /// Owed SAVEPOINTs refused by an aborted server: the transaction became fatal (7.6).
+    /// Owed SAVEPOINTs refused by an aborted server: the transaction became fatal (11.2).
     pub broken: u64,
     /// Hooks discarded by a rollback (5.4, 5.5).
     pub hooks_discarded: u64,
@@ -366,7 +366,7 @@ impl Model {
         for f in st.blocks.iter_mut() {
             if f.sp == Sp::Owed {
                 if st.aborted {
-                    // 7.6: a failed control statement.
+                    // 11.2: a failed control statement.
                     self.stats.broken += 1;
                     st.fatal.get_or_insert(Why::InAbortedTransaction);
                     st.needs_rollback = true;
@@ -484,9 +484,9 @@ impl Model {
         }
         let st = &mut self.aliases[i];
         let frame = st.blocks.pop().expect("the block's frame");
-        // 1.3, 1.4, 2.2, 7.6
+        // 1.3, 1.4, 2.2, 11.2
         let failed = exit != Exit::Ok || st.needs_rollback || st.fatal.is_some();
-        // The error the block returns instead of its body's `Ok` (3.4, 7.2, 7.6).
+        // The error the block returns instead of its body's `Ok` (11.1, 7.2, 11.2).
         let mut error = None;
         if !st.blocks.is_empty() {
             if failed {

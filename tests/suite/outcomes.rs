@@ -3,7 +3,7 @@
 // options of an outermost block.
 use sqlx_atomic::{Isolation, LockMode};
 
-t!(outcome_an_ignored_error_fails_the_outermost_block, |fx| {
+t!(rule_11_1_an_ignored_error_fails_the_outermost_block, |fx| {
     let r = atomic()
         .run(async {
             ins(&fx, 1).await?;
@@ -23,7 +23,7 @@ t!(outcome_an_ignored_error_fails_the_outermost_block, |fx| {
     assert!(fx.ran().is_empty(), "no hook for rolled-back work");
 });
 
-t!(outcome_set_rollback_true_keeps_the_bodys_ok, |fx| {
+t!(rule_11_1_set_rollback_true_keeps_the_bodys_ok, |fx| {
     let r = atomic()
         .run(async {
             ins(&fx, 1).await?;
@@ -36,7 +36,7 @@ t!(outcome_set_rollback_true_keeps_the_bodys_ok, |fx| {
     assert_eq!(fx.committed().await, Vec::<i64>::new());
 });
 
-t!(outcome_a_savepoint_rolled_back_for_an_ignored_error_reports_it, |fx| {
+t!(rule_11_1_a_savepoint_rolled_back_for_an_ignored_error_reports_it, |fx| {
     atomic()
         .run(async {
             ins(&fx, 1).await?;
@@ -57,7 +57,7 @@ t!(outcome_a_savepoint_rolled_back_for_an_ignored_error_reports_it, |fx| {
     assert_eq!(fx.committed().await, [1, 3]);
 });
 
-t!(outcome_a_nested_block_without_savepoint_dooms_the_outer_one, |fx| {
+t!(rule_11_1_a_nested_block_without_savepoint_dooms_the_outer_one, |fx| {
     let r = atomic()
         .run(async {
             ins(&fx, 1).await?;
@@ -75,7 +75,7 @@ t!(outcome_a_nested_block_without_savepoint_dooms_the_outer_one, |fx| {
     assert_eq!(fx.committed().await, Vec::<i64>::new());
 });
 
-t!(options_a_nested_block_must_agree_with_the_transaction, |fx| {
+t!(rule_11_4_a_nested_block_must_agree_with_the_transaction, |fx| {
     let r = atomic()
         .isolation(Isolation::Serializable)
         .run(async {
@@ -98,7 +98,7 @@ t!(options_a_nested_block_must_agree_with_the_transaction, |fx| {
     assert_eq!(fx.committed().await, [1, 2]);
 });
 
-t!(options_retry_on_a_nested_block_is_refused_before_anything_is_sent, |fx| {
+t!(rule_11_3_retry_on_a_nested_block_is_refused_before_anything_is_sent, |fx| {
     let (r, log) = Scope::new()
         .record_statements()
         .run(atomic().run(async {
@@ -115,7 +115,7 @@ t!(options_retry_on_a_nested_block_is_refused_before_anything_is_sent, |fx| {
     assert!(log.is_empty(), "{log:?}");
 });
 
-t!(options_read_only, |fx| {
+t!(rule_11_4_read_only, |fx| {
     let r = atomic()
         .read_only(true)
         .run(async { ins(&fx, 1).await })
@@ -142,7 +142,7 @@ t!(options_read_only, |fx| {
     }
 });
 
-t!(options_the_isolation_level_reaches_the_server, |fx| {
+t!(rule_11_4_the_isolation_level_reaches_the_server, |fx| {
     match B {
         crate::common::Backend::Postgres => {
             for (level, expected) in [
@@ -219,7 +219,7 @@ t!(options_the_isolation_level_reaches_the_server, |fx| {
     }
 });
 
-t!(options_ride_with_the_begin_at_no_extra_statement, |fx| {
+t!(rule_11_4_ride_with_the_begin_at_no_extra_statement, |fx| {
     let plain = Scope::new()
         .record_statements()
         .run(atomic().run(async { ins(&fx, 1).await }))
@@ -255,7 +255,7 @@ t!(options_ride_with_the_begin_at_no_extra_statement, |fx| {
     assert_eq!(fx.committed().await, [1, 2]);
 });
 
-t!(options_lock_mode_is_sqlites, |fx| {
+t!(rule_11_4_lock_mode_is_sqlites, |fx| {
     let r = atomic()
         .lock(LockMode::Immediate)
         .run(async { ins(&fx, 1).await })
@@ -274,7 +274,7 @@ t!(options_lock_mode_is_sqlites, |fx| {
     assert_eq!(fx.committed().await, Vec::<i64>::new());
 });
 
-t!(options_timeout_cancels_the_block_and_rolls_back, |fx| {
+t!(rule_11_4_timeout_cancels_the_block_and_rolls_back, |fx| {
     let limit = std::time::Duration::from_millis(200);
     let r = atomic()
         .timeout(limit)

@@ -208,7 +208,7 @@ t!(rule_1_6_a_failed_release_dooms_the_enclosing_block, |fx| {
             let refused = ins(&fx, 3).await.expect_err("the enclosing block is doomed");
             assert!(matches!(refused.kind(), ErrorKind::Doomed), "{refused}");
             // The body ignores the failure and says Ok: the block leaves with needs-rollback
-            // set, so it rolls back, and says so with the error that doomed it (3.4).
+            // set, so it rolls back, and says so with the error that doomed it (11.1).
             Ok::<_, Error>(())
         }))
         .await;
@@ -300,7 +300,7 @@ t!(rule_3_1_doomed_block_refuses_queries, |fx| {
             Ok::<_, Error>(())
         })
         .await;
-    // The body returned Ok, but its work was not kept: the block says so (3.4).
+    // The body returned Ok, but its work was not kept: the block says so (11.1).
     assert!(matches!(r.unwrap_err().kind(), ErrorKind::RolledBack(_)));
     assert_eq!(fx.committed().await, Vec::<i64>::new());
 });
@@ -767,7 +767,7 @@ t!(
                 Ok::<_, Error>(())
             })
             .await
-            .expect_err("the refused query doomed the block: rolled back, and said so (3.4)");
+            .expect_err("the refused query doomed the block: rolled back, and said so (11.1)");
         assert_eq!(fx.committed().await, Vec::<i64>::new());
     }
 );

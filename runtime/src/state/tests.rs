@@ -483,7 +483,7 @@ fn enter_nested(s: &mut Sim) -> u64 {
 }
 
 #[test]
-fn rule_3_4_an_ignored_error_fails_the_outermost_block() {
+fn rule_11_1_an_ignored_error_fails_the_outermost_block() {
     let mut st: TxState<&str> = TxState::new(true, false);
     st.enter(1, BlockOpts::default()).unwrap();
     st.before_query().unwrap();
@@ -498,7 +498,7 @@ fn rule_3_4_an_ignored_error_fails_the_outermost_block() {
 }
 
 #[test]
-fn rule_3_4_set_rollback_true_keeps_the_bodys_ok() {
+fn rule_11_1_set_rollback_true_keeps_the_bodys_ok() {
     let mut st: TxState<&str> = TxState::new(true, false);
     st.enter(1, BlockOpts::default()).unwrap();
     st.before_query().unwrap();
@@ -510,7 +510,7 @@ fn rule_3_4_set_rollback_true_keeps_the_bodys_ok() {
 }
 
 #[test]
-fn rule_3_4_a_savepoint_rolled_back_for_an_error_reports_it() {
+fn rule_11_1_a_savepoint_rolled_back_for_an_error_reports_it() {
     let mut s = Sim::new();
     let mut inner_error = None;
     atomic(&mut s, |s| {
@@ -541,7 +541,7 @@ fn rule_3_4_a_savepoint_rolled_back_for_an_error_reports_it() {
 }
 
 #[test]
-fn rule_7_6_a_whole_transaction_abort_fails_every_block_and_sends_no_savepoint_statement() {
+fn rule_11_2_a_whole_transaction_abort_fails_every_block_and_sends_no_savepoint_statement() {
     let mut s = Sim::new();
     let deadlock = || Cause::for_tests("40001", Some(crate::classify::Conflict::Deadlock));
     let (mut middle_error, mut inner_error) = (None, None);
@@ -580,7 +580,7 @@ fn rule_7_6_a_whole_transaction_abort_fails_every_block_and_sends_no_savepoint_s
 }
 
 #[test]
-fn rule_7_6_a_whole_transaction_abort_on_a_savepoint_statement() {
+fn rule_11_2_a_whole_transaction_abort_on_a_savepoint_statement() {
     // The lazily sent SAVEPOINT itself met the deadlock.
     let mut st: TxState<&str> = TxState::new(true, false);
     st.enter(1, BlockOpts::default()).unwrap();
@@ -597,7 +597,7 @@ fn rule_7_6_a_whole_transaction_abort_on_a_savepoint_statement() {
 }
 
 #[test]
-fn retry_needs_an_outermost_block() {
+fn rule_11_3_retry_needs_an_outermost_block() {
     let retry = BlockOpts {
         retry: true,
         ..BlockOpts::default()
@@ -616,7 +616,7 @@ fn retry_needs_an_outermost_block() {
 }
 
 #[test]
-fn options_belong_to_the_outermost_block() {
+fn rule_11_4_options_belong_to_the_outermost_block() {
     use crate::options::{Isolation, TxnOpts};
     let serializable = BlockOpts {
         txn: TxnOpts {
