@@ -44,7 +44,7 @@ impl<T, E: From<Error>> AtomicResult for Result<T, E> {
 ///
 /// The outermost block on an alias runs in a transaction; a nested one in a savepoint (unless
 /// `savepoint(false)`). `Ok` commits or releases; `Err`, a panic, `set_rollback(true)` or
-/// dropping the future rolls back. See SEMANTICS.md for the exact rules.
+/// dropping the future rolls back. `docs/semantics.md` has the exact rules.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sqlx_atomic::Error> {

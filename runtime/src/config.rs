@@ -427,11 +427,6 @@ pub fn pool<DB: Backend>(alias: &str) -> Result<Pool<DB>, Error> {
     })
 }
 
-/// Whether `alias` is configured with `atomic_requests(true)`.
-pub fn atomic_requests(alias: &str) -> Result<bool, Error> {
-    Ok(lookup(alias)?.db.atomic_requests)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

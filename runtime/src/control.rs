@@ -1,4 +1,4 @@
-//! The rollback flag, savepoints and manual transaction control (SEMANTICS 2 and 4), per alias,
+//! The rollback flag, savepoints and manual transaction control (docs/semantics.md §2 and 4), per alias,
 //! and the task scope.
 
 use std::borrow::Cow;

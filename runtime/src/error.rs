@@ -12,8 +12,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything that can go wrong in sqlx-atomic.
 ///
-/// Every error names the database alias it concerns (when there is one) and the rule that was
-/// broken, so that a message read in a log is enough to find the cause. Database errors from sqlx
+/// Every error names the database alias it concerns (when there is one) and says what happened
+/// and what to do, so that a message read in a log is enough to find the cause. Database errors from sqlx
 /// are kept as they are ([`ErrorKind::Sqlx`]); [`Error::as_sqlx`] gives them back.
 ///
 /// ```
@@ -58,15 +58,15 @@ pub enum ErrorKind {
         actual: &'static str,
     },
     /// An earlier error doomed the transaction: queries are refused until the end of the nearest
-    /// block with a savepoint, or of the outermost block (rule 3.1).
+    /// block with a savepoint, or of the outermost block (docs/semantics.md §3).
     Doomed,
-    /// A `durable` block was entered while another block is open (rule 1.8).
+    /// A `durable` block was entered while another block is open (§1.8).
     DurableNested,
-    /// The operation needs an open atomic block (rule 2.1).
+    /// The operation needs an open atomic block (§2.1).
     OutsideBlock(&'static str),
-    /// The operation is forbidden while an atomic block is active (rule 4.3).
+    /// The operation is forbidden while an atomic block is active (§4.3).
     InsideBlock(&'static str),
-    /// `on_commit` outside any block while autocommit is off (rule 5.3).
+    /// `on_commit` outside any block while autocommit is off (§5.3).
     OnCommitInManualMode,
     /// Autocommit cannot be turned back on while a manual transaction is open: commit or roll
     /// back first.
@@ -81,7 +81,7 @@ pub enum ErrorKind {
     /// transaction on it is gone.
     ConnectionLost,
     /// The server had aborted the transaction (PostgreSQL) after an error, so COMMIT would have
-    /// rolled back: it was rolled back and reported as an error (rule 7.2).
+    /// rolled back: it was rolled back and reported as an error (§7.2).
     Aborted,
     /// A savepoint id that is not open in the current transaction.
     InvalidSavepoint(u64),
@@ -119,19 +119,12 @@ pub enum ErrorKind {
     /// A nested block's transaction option differs from the outermost block's: options belong
     /// to the transaction, so a nested block must repeat them or leave them out.
     OptionMismatch(&'static str),
-    /// An on_commit hook failed (rule 5.7). The transaction had been committed.
+    /// An on_commit hook failed (§5.7). The transaction had been committed.
     Hook {
         /// The hook's name, when it was given one.
         name: Option<String>,
         /// The hook's error.
         source: BoxError,
-    },
-    /// An on_commit hook panicked; the panic message. The transaction had been committed.
-    HookPanicked {
-        /// The hook's name, when it was given one.
-        name: Option<String>,
-        /// The panic message.
-        message: String,
     },
 }
 
@@ -296,22 +289,29 @@ impl fmt::Display for ErrorKind {
                 "a {expected} handle was asked for, but the alias is configured for {actual}"
             ),
             ErrorKind::Doomed => f.write_str(
-                "an earlier error doomed this transaction: queries are refused until the end of the \
-                 nearest atomic block with a savepoint, or of the outermost block (rule 3.1)",
+                "an earlier error in this atomic block doomed it, so this query was refused: let the \
+                 block end (return its error), or catch the failure in a nested block, whose \
+                 savepoint undoes it (docs/semantics.md §3)",
             ),
             ErrorKind::DurableNested => f.write_str(
-                "a durable block cannot be nested: another atomic block is already open (rule 1.8)",
+                "a durable block was entered inside another atomic block of the alias; call it \
+                 outside any block, or drop `durable` (docs/semantics.md §1.8)",
             ),
             ErrorKind::OutsideBlock(op) => write!(
                 f,
-                "`{op}`: the rollback flag only works inside an atomic block (rule 2.1)"
+                "`{op}` was called outside any atomic block of the alias; the rollback flag \
+                 belongs to a block (docs/semantics.md §2)"
             ),
             ErrorKind::InsideBlock(op) => {
-                write!(f, "`{op}` is forbidden while an atomic block is active (rule 4.3)")
+                write!(
+                    f,
+                    "`{op}` was called inside an atomic block, where the block controls the \
+                     transaction; call it outside any block (docs/semantics.md §4)"
+                )
             }
             ErrorKind::OnCommitInManualMode => f.write_str(
-                "on_commit cannot be used in manual transaction management: autocommit is off and no \
-                 atomic block is open (rule 5.3)",
+                "on_commit was called with autocommit off and no atomic block open, so no commit \
+                 would run the hook; open a block, or turn autocommit on (docs/semantics.md §5)",
             ),
             ErrorKind::TransactionOpen => f.write_str(
                 "a manual transaction is open: call `commit` or `rollback` before turning autocommit on",
@@ -326,15 +326,15 @@ impl fmt::Display for ErrorKind {
             ),
             ErrorKind::ConcurrentBlocks => f.write_str(
                 "two branches of one task (join!/select!) used atomic blocks of this alias at the same \
-                 time; run them one after the other, or in separate tasks (rule 7.4)",
+                 time; run them one after the other, or in separate tasks (docs/semantics.md §7.4)",
             ),
             ErrorKind::ConnectionLost => f.write_str(
-                "the connection was closed because a statement was cancelled in flight; its \
-                 transaction was rolled back by the server (rule 7.1)",
+                "the connection was closed because a statement was cancelled in flight; the server \
+                 rolled its transaction back (docs/semantics.md §7.1)",
             ),
             ErrorKind::Aborted => f.write_str(
                 "the server had aborted the transaction after an earlier error, so it was rolled back \
-                 instead of committed (rule 7.2)",
+                 instead of committed (docs/semantics.md §7.2)",
             ),
             ErrorKind::InvalidSavepoint(id) => {
                 write!(f, "savepoint {id} is not open in the current transaction")
@@ -382,10 +382,6 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Hook { name, source } => match name {
                 Some(n) => write!(f, "on_commit hook `{n}` failed after the commit: {source}"),
                 None => write!(f, "an on_commit hook failed after the commit: {source}"),
-            },
-            ErrorKind::HookPanicked { name, message } => match name {
-                Some(n) => write!(f, "on_commit hook `{n}` panicked after the commit: {message}"),
-                None => write!(f, "an on_commit hook panicked after the commit: {message}"),
             },
         }
     }

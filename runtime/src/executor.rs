@@ -361,8 +361,8 @@ where
         'static: 'e,
     {
         Box::pin(async move {
-            // Preparing needs no transaction: use the task's connection if it holds one, else the
-            // pool.
+            // Preparing needs no transaction: the statement is prepared on a pooled connection,
+            // never on the task's own.
             let pool = crate::config::pool::<DB>(&self.alias).map_err(sqlx_err)?;
             pool.prepare_with(sql, parameters).await
         })

@@ -214,7 +214,7 @@ where
     }
 }
 
-/// Registers a hook to run after the outermost transaction of the alias commits (SEMANTICS 5).
+/// Registers a hook to run after the outermost transaction of the alias commits (docs/semantics.md §5).
 ///
 /// Await it: `on_commit(|| ...).await?`. Inside an atomic block the hook is kept and runs after
 /// the outermost COMMIT succeeds, in registration order; it is dropped if its savepoint or

@@ -24,7 +24,7 @@ pub mod testing;
 pub use backend::Backend;
 pub use block::{Atomic, AtomicResult, AtomicRetry, Attempts};
 pub use classify::{Cause, Conflict};
-pub use config::{Database, Databases, atomic_requests, installed_aliases, is_installed, pool};
+pub use config::{Database, Databases, installed_aliases, is_installed, pool};
 pub use context::RecordedStatement;
 pub use control::{
     Alias, SavepointId, Scope, clean_savepoints, commit, get_autocommit, get_rollback, rollback,

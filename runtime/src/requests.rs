@@ -1,4 +1,4 @@
-//! Per-request transactions (Django's `ATOMIC_REQUESTS`, SEMANTICS 8): a tower layer, and the
+//! Per-request transactions (Django's `ATOMIC_REQUESTS`, docs/semantics.md §8): a tower layer, and the
 //! opt-out used by `#[non_atomic_requests]`.
 
 use crate::config::lookup;
@@ -105,7 +105,9 @@ mod layer {
     ///   `set_rollback(true)`.
     /// - on_commit hooks run after the COMMIT and before the response leaves the layer.
     /// - A COMMIT that fails, a failing hook and a panic (in the handler or a hook) turn the
-    ///   response into an empty 500, and are logged with `tracing`.
+    ///   response into an empty 500, and are logged with `tracing`; so does a transaction that
+    ///   a failed statement doomed although the handler answered with success (the handler
+    ///   ignored the error): its work was rolled back, and the client must not be told otherwise.
     /// - Several aliases: each its own transaction, nested in the order they were added to
     ///   [`Databases`](crate::Databases) (the first alias outermost), so they commit in reverse
     ///   order. As in Django, the transactions are independent: if the second COMMIT fails after
@@ -127,11 +129,9 @@ mod layer {
     ///
     /// `Router::layer` wraps each route on its own, and axum boxes every route it wraps. Wrapped
     /// around the whole router instead, the layer is one service that axum does not box: a
-    /// request that never queries then runs about 500 instructions more than with no layer at
-    /// all (0.04–0.08 µs in-process), against about 1,300 (0.10 µs) through `Router::layer`;
-    /// over loopback HTTP that was not measurable on one machine and 0.6–1.1 % of an idle
-    /// request on a slower one (BENCHMARKS.md, sessions 9 and 10). Serve it with
-    /// `axum::ServiceExt::into_make_service`:
+    /// request that never queries then costs 0.04–0.08 µs in-process, against about 0.10 µs
+    /// through `Router::layer`, and at most about 1 % of an idle request over loopback HTTP
+    /// (BENCHMARKS.md). Serve it with `axum::ServiceExt::into_make_service`:
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {

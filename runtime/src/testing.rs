@@ -206,7 +206,7 @@ pub fn __prepare(aliases: &[&str]) {
 }
 
 /// Runs `body` inside an outermost transaction on each alias that is always rolled back at the
-/// end, whatever the body returns and if it panics (SEMANTICS 10.1). Inside it, `#[atomic]` blocks
+/// end, whatever the body returns and if it panics (docs/semantics.md §10.1). Inside it, `#[atomic]` blocks
 /// nest as savepoints and `durable` blocks are allowed. Nothing the body writes is visible to
 /// other connections or left behind.
 ///
@@ -293,7 +293,7 @@ fn describe(h: &Hook) -> CapturedHook {
 }
 
 /// Collects the on_commit hooks of `alias` registered while `body` runs, instead of leaving them
-/// to the commit (SEMANTICS 10.2), like Django's `captureOnCommitCallbacks`. With `execute`, runs
+/// to the commit (docs/semantics.md §10.2), like Django's `captureOnCommitCallbacks`. With `execute`, runs
 /// them after the body as if the transaction had committed, including the hooks those hooks
 /// register. If no block of the alias is open, the body runs in a [`rollback_after`]
 /// transaction so that hooks are deferred at all.

@@ -2,7 +2,7 @@
 //!
 //! It decides; the block runner and the executor perform. Every method is synchronous and returns
 //! what must be sent to the server (a list of [`Control`] statements) and which hooks to run or
-//! drop. Statements are lazy (SEMANTICS 9): entering a block owes a BEGIN or a SAVEPOINT, which is
+//! drop. Statements are lazy (docs/semantics.md §9): entering a block owes a BEGIN or a SAVEPOINT, which is
 //! only sent before the next query; RELEASE is bookkeeping and is owed, not sent.
 
 use smallvec::SmallVec;

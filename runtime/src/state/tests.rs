@@ -1,4 +1,4 @@
-//! The state machine alone: the statement sequences of SEMANTICS 9.5 and the odd paths.
+//! The state machine alone: the statement sequences of docs/semantics.md §9.5 and the odd paths.
 
 use super::*;
 
