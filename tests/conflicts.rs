@@ -78,13 +78,17 @@ async fn counter_table(alias: &'static str, name: &str) {
 async fn exec(alias: &'static str, sql: &str) -> Result<(), Error> {
     let sql = AssertSqlSafe(sql.to_owned());
     match alias {
-        "pg" => drop(
+        "pg" => {
             sqlx::query(sql)
                 .execute(sqlx_atomic::postgres("pg"))
-                .await?,
-        ),
-        "my" => drop(sqlx::query(sql).execute(sqlx_atomic::mysql("my")).await?),
-        _ => drop(sqlx::query(sql).execute(sqlx_atomic::sqlite(alias)).await?),
+                .await?;
+        }
+        "my" => {
+            sqlx::query(sql).execute(sqlx_atomic::mysql("my")).await?;
+        }
+        _ => {
+            sqlx::query(sql).execute(sqlx_atomic::sqlite(alias)).await?;
+        }
     }
     Ok(())
 }

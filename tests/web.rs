@@ -276,17 +276,19 @@ fn routes(alias: &'static str) -> Router {
 async fn insert_null(alias: &str, table: &str) -> Result<(), Error> {
     let sql = AssertSqlSafe(format!("INSERT INTO {table} (v) VALUES (NULL)"));
     match alias {
-        "sqlite" => drop(
+        "sqlite" => {
             sqlx::query(sql)
                 .execute(sqlx_atomic::sqlite("sqlite"))
-                .await?,
-        ),
-        "pg" => drop(
+                .await?;
+        }
+        "pg" => {
             sqlx::query(sql)
                 .execute(sqlx_atomic::postgres("pg"))
-                .await?,
-        ),
-        _ => drop(sqlx::query(sql).execute(sqlx_atomic::mysql("my")).await?),
+                .await?;
+        }
+        _ => {
+            sqlx::query(sql).execute(sqlx_atomic::mysql("my")).await?;
+        }
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Transaction options of an outermost block (isolation level, read-only, SQLite's lock mode,
 //! timeout), the SQL that begins a transaction with them on each backend, and the retry policy.
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ pub enum Isolation {
 }
 
 impl Isolation {
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
     fn sql(self) -> &'static str {
         match self {
             Isolation::ReadUncommitted => "READ UNCOMMITTED",

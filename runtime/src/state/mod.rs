@@ -369,11 +369,8 @@ impl<H> TxState<H> {
         }
         match effect {
             None => {}
-            Some(Effect::Statement) => {
-                if self.tracks_abort && self.begun {
-                    self.aborted = true;
-                }
-            }
+            Some(Effect::Statement) if self.tracks_abort && self.begun => self.aborted = true,
+            Some(Effect::Statement) => {}
             Some(Effect::Transaction) => self.transaction_gone(cause),
             Some(Effect::Connection) => {
                 if self.txn_open {
