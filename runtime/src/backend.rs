@@ -101,7 +101,7 @@ backend!("mysql", sqlx::MySql, MySql, "MySQL");
 
 /// The backends, as a plain value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub(crate) enum BackendKind {
     #[cfg(feature = "sqlite")]
     Sqlite,
     #[cfg(feature = "postgres")]
@@ -110,28 +110,28 @@ pub(crate) enum Kind {
     MySql,
 }
 
-impl Kind {
+impl BackendKind {
     pub(crate) fn name(self) -> &'static str {
         match self {
             #[cfg(feature = "sqlite")]
-            Kind::Sqlite => "SQLite",
+            BackendKind::Sqlite => "SQLite",
             #[cfg(feature = "postgres")]
-            Kind::Postgres => "PostgreSQL",
+            BackendKind::Postgres => "PostgreSQL",
             #[cfg(feature = "mysql")]
-            Kind::MySql => "MySQL",
+            BackendKind::MySql => "MySQL",
         }
     }
 }
 
 impl AnyPool {
-    pub(crate) fn kind(&self) -> Kind {
+    pub(crate) fn kind(&self) -> BackendKind {
         match self {
             #[cfg(feature = "sqlite")]
-            AnyPool::Sqlite(_) => Kind::Sqlite,
+            AnyPool::Sqlite(_) => BackendKind::Sqlite,
             #[cfg(feature = "postgres")]
-            AnyPool::Postgres(_) => Kind::Postgres,
+            AnyPool::Postgres(_) => BackendKind::Postgres,
             #[cfg(feature = "mysql")]
-            AnyPool::MySql(_) => Kind::MySql,
+            AnyPool::MySql(_) => BackendKind::MySql,
         }
     }
 

@@ -9,12 +9,15 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use tracing::Instrument;
 
+use crate::alias::AliasCtx;
 use crate::backend::connection_gone;
 use crate::classify::{Cause, Effect, conflict_of};
 use crate::config::lookup;
-use crate::context::{AliasCtx, Context, Frame, Lease};
+use crate::context::Context;
 use crate::error::{Error, ErrorKind};
+use crate::frame::Frame;
 use crate::hooks::run_hooks;
+use crate::lease::Lease;
 use crate::options::{Isolation, LockMode, Retry};
 use crate::state::{BlockOpts, Control, Outcome};
 
@@ -328,31 +331,8 @@ struct Armed<'a> {
 impl Drop for Armed<'_> {
     fn drop(&mut self) {
         if self.armed {
-            cancel_block(self.actx, self.id);
+            self.actx.cancel_block(self.id);
         }
-    }
-}
-
-/// Leaves block `id` in failure without waiting, because its future was dropped (7.1): blocks
-/// opened inside it whose own guards have not run yet go first; an ended transaction's connection
-/// is rolled back or closed in the background.
-pub(crate) fn cancel_block(actx: &Arc<AliasCtx>, id: u64) {
-    let plan = {
-        let mut st = actx.state();
-        while let Some(top) = st.top_block() {
-            if top == id {
-                break;
-            }
-            let _ = st.exit(top, Outcome::Failed);
-        }
-        st.exit(id, Outcome::Failed)
-    };
-    tracing::debug!(target: "sqlx_atomic", alias = %actx.name(), "atomic block cancelled");
-    if let Ok(plan) = plan
-        && plan.ends_transaction
-    {
-        let rollback = plan.stmts.contains(&Control::Rollback);
-        actx.release_now(rollback, plan.close_connection);
     }
 }
 

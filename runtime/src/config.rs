@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use sqlx::Pool;
 
-use crate::backend::{AnyPool, Backend, Kind};
+use crate::backend::{AnyPool, Backend, BackendKind};
 use crate::error::{Error, ErrorKind};
 
 /// One configured database: its pool and its transaction settings.
@@ -330,7 +330,7 @@ impl Databases {
 pub(crate) struct AliasEntry {
     pub(crate) index: usize,
     pub(crate) name: Arc<str>,
-    pub(crate) kind: Kind,
+    pub(crate) kind: BackendKind,
     pub(crate) db: Database,
 }
 
@@ -338,7 +338,7 @@ impl AliasEntry {
     /// Whether the backend aborts a whole transaction on any error (PostgreSQL).
     pub(crate) fn tracks_abort(&self) -> bool {
         #[cfg(feature = "postgres")]
-        if self.kind == Kind::Postgres {
+        if self.kind == BackendKind::Postgres {
             return true;
         }
         false

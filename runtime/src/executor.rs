@@ -11,11 +11,13 @@ use futures_core::stream::BoxStream;
 use futures_util::TryStreamExt;
 use sqlx::{Database, Either, Execute, Executor, Pool, SqlStr};
 
+use crate::alias::AliasCtx;
 use crate::backend::{Backend, connection_gone};
 use crate::classify::{Cause, Effect, effect_of, is_lock_timeout};
 use crate::config::lookup;
-use crate::context::{AliasCtx, Frame, Lease, Phase};
 use crate::error::{Error, ErrorKind};
+use crate::frame::Frame;
+use crate::lease::{Lease, Phase};
 use crate::state::Route;
 
 /// The ambient connection of a database alias: an [`sqlx::Executor`] to pass to

@@ -10,8 +10,8 @@ use std::task::Poll;
 use futures_util::FutureExt;
 
 use crate::config::lookup;
-use crate::context::Frame;
 use crate::error::{BoxError, Error, ErrorKind};
+use crate::frame::Frame;
 use crate::state::HookDisposition;
 
 /// What calling a hook's body gives: its result, or, for an async hook, the future of it.

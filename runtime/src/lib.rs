@@ -6,30 +6,29 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod alias;
 mod backend;
 mod block;
 mod classify;
 mod config;
 mod context;
-mod control;
 mod error;
 mod executor;
+mod frame;
 mod hooks;
+mod lease;
 mod options;
 mod requests;
 mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod transaction;
 
 pub use backend::Backend;
 pub use block::{Atomic, AtomicResult, AtomicRetry, Attempts};
 pub use classify::{Cause, Conflict};
 pub use config::{Database, Databases, installed_aliases, is_installed, pool};
 pub use context::RecordedStatement;
-pub use control::{
-    Alias, SavepointId, Scope, clean_savepoints, commit, get_autocommit, get_rollback, rollback,
-    savepoint, savepoint_commit, savepoint_rollback, scope, set_autocommit, set_rollback, using,
-};
 pub use error::{BoxError, Error, ErrorKind};
 pub use executor::Handle;
 #[cfg(feature = "mysql")]
@@ -42,6 +41,10 @@ pub use hooks::{
     AsyncHook, HookFn, HookResult, IntoHook, OnCommit, OnCommitFuture, SyncHook, on_commit,
 };
 pub use options::{Isolation, LockMode, Retry};
+pub use transaction::{
+    Alias, SavepointId, Scope, clean_savepoints, commit, get_autocommit, get_rollback, rollback,
+    savepoint, savepoint_commit, savepoint_rollback, scope, set_autocommit, set_rollback, using,
+};
 
 #[cfg(feature = "tower")]
 pub use requests::{AtomicRequests, AtomicRequestsFuture, AtomicRequestsLayer};

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::backend::Kind;
+use crate::backend::BackendKind;
 use crate::error::ErrorKind;
 
 /// A transaction isolation level.
@@ -111,7 +111,7 @@ impl TxnOpts {
 
     /// An error for the first option `backend` cannot honour (checked before anything is sent).
     /// `custom_begin`: the alias begins its transactions with its own statement.
-    pub(crate) fn check(&self, backend: Kind, custom_begin: bool) -> Result<(), ErrorKind> {
+    pub(crate) fn check(&self, backend: BackendKind, custom_begin: bool) -> Result<(), ErrorKind> {
         let unsupported = |option| {
             Err(ErrorKind::Unsupported {
                 option,
@@ -127,11 +127,11 @@ impl TxnOpts {
         }
         match backend {
             #[cfg(feature = "sqlite")]
-            Kind::Sqlite if self.read_only.is_some() => unsupported("read_only"),
+            BackendKind::Sqlite if self.read_only.is_some() => unsupported("read_only"),
             #[cfg(feature = "postgres")]
-            Kind::Postgres if self.lock.is_some() => unsupported("lock"),
+            BackendKind::Postgres if self.lock.is_some() => unsupported("lock"),
             #[cfg(feature = "mysql")]
-            Kind::MySql if self.lock.is_some() => unsupported("lock"),
+            BackendKind::MySql if self.lock.is_some() => unsupported("lock"),
             _ => Ok(()),
         }
     }
@@ -139,11 +139,11 @@ impl TxnOpts {
     /// The statement that begins a transaction with these options on `backend`, or `None` for
     /// the backend's plain BEGIN. Options that need more than one statement are sent as one
     /// text, in one round trip.
-    pub(crate) fn begin_sql(&self, backend: Kind) -> Option<String> {
+    pub(crate) fn begin_sql(&self, backend: BackendKind) -> Option<String> {
         let mut sql = String::new();
         match backend {
             #[cfg(feature = "sqlite")]
-            Kind::Sqlite => {
+            BackendKind::Sqlite => {
                 // Isolation is SQLite's own (serializable), and the timeout is the client's.
                 sql.push_str(match self.lock? {
                     LockMode::Deferred => "BEGIN DEFERRED",
@@ -152,7 +152,7 @@ impl TxnOpts {
                 });
             }
             #[cfg(feature = "postgres")]
-            Kind::Postgres => {
+            BackendKind::Postgres => {
                 if self.isolation.is_none() && self.read_only.is_none() && self.timeout.is_none() {
                     return None;
                 }
@@ -179,7 +179,7 @@ impl TxnOpts {
                 }
             }
             #[cfg(feature = "mysql")]
-            Kind::MySql => {
+            BackendKind::MySql => {
                 if self.isolation.is_none() && self.read_only.is_none() {
                     return None;
                 }
@@ -284,27 +284,27 @@ mod tests {
         };
         #[cfg(feature = "postgres")]
         assert_eq!(
-            opts.begin_sql(Kind::Postgres).as_deref(),
+            opts.begin_sql(BackendKind::Postgres).as_deref(),
             Some("BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY")
         );
         #[cfg(feature = "mysql")]
         assert_eq!(
-            opts.begin_sql(Kind::MySql).as_deref(),
+            opts.begin_sql(BackendKind::MySql).as_deref(),
             Some("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE; START TRANSACTION READ ONLY")
         );
         #[cfg(feature = "sqlite")]
         {
-            assert_eq!(TxnOpts::default().begin_sql(Kind::Sqlite), None);
+            assert_eq!(TxnOpts::default().begin_sql(BackendKind::Sqlite), None);
             let immediate = TxnOpts {
                 lock: Some(LockMode::Immediate),
                 ..TxnOpts::default()
             };
             assert_eq!(
-                immediate.begin_sql(Kind::Sqlite).as_deref(),
+                immediate.begin_sql(BackendKind::Sqlite).as_deref(),
                 Some("BEGIN IMMEDIATE")
             );
             assert!(matches!(
-                opts.check(Kind::Sqlite, false),
+                opts.check(BackendKind::Sqlite, false),
                 Err(ErrorKind::Unsupported {
                     option: "read_only",
                     ..

@@ -2,8 +2,9 @@
 //! opt-out used by `#[non_atomic_requests]`.
 
 use crate::config::lookup;
-use crate::context::{Frame, lock};
+use crate::context::lock;
 use crate::error::Error;
+use crate::frame::Frame;
 
 /// Runs a handler's body outside the per-request transactions of `aliases` (what
 /// `#[non_atomic_requests]` expands to). Blocks inside the body work as usual; on an opted-out
@@ -73,8 +74,9 @@ mod layer {
 
     use crate::block::end_block;
     use crate::config::{is_installed, registry};
-    use crate::context::{Context, Frame, lock};
+    use crate::context::{Context, lock};
     use crate::error::Error;
+    use crate::frame::Frame;
     use crate::hooks::panic_message;
 
     /// When a response rolls the request back. The default is a plain value, so that a request

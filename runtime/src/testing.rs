@@ -63,8 +63,9 @@
 
 use crate::block::Atomic;
 use crate::config::{Databases, installed_aliases, is_installed, lookup};
-use crate::context::{Context, Frame};
+use crate::context::Context;
 use crate::error::{Error, ErrorKind};
+use crate::frame::Frame;
 use crate::hooks::{Hook, run_hooks};
 use std::borrow::Cow;
 use std::sync::{LazyLock, Mutex, PoisonError};

@@ -184,7 +184,8 @@ t!(rule_1_6_a_failed_release_dooms_the_enclosing_block, |fx| {
     // RELEASEs are owed (9.4): a nested block that succeeded has already returned `Ok` when its
     // RELEASE goes out, batched before a later SAVEPOINT. If that RELEASE fails, the savepoint
     // stack on the server is unknown, so there is nothing safe to roll back to: the error goes to
-    // the statement that carried it and the enclosing block is doomed (the last clause of 1.6).
+    // the statement that carried it and the transaction is broken: the enclosing block is doomed
+    // (1.6, 11.2).
     // To make a RELEASE fail on every backend, the body destroys the savepoints behind the
     // library's back (names are generated, `sqlx_atomic_sp1` is the first of a transaction).
     let (r, log) = Scope::new()
@@ -252,7 +253,7 @@ t!(rule_2_1_rollback_flag_outside_block_is_an_error, |_fx| {
     let a = sqlx_atomic::using(B.alias());
     let e = a.set_rollback(true).unwrap_err();
     assert!(
-        e.to_string().contains("only works inside an atomic block"),
+        e.to_string().contains("outside any atomic block of the alias"),
         "{e}"
     );
     assert!(a.get_rollback().is_err());
@@ -365,7 +366,7 @@ t!(rule_4_3_manual_control_forbidden_inside_block, |_fx| {
             ] {
                 assert!(
                     e.to_string()
-                        .contains("forbidden while an atomic block is active"),
+                        .contains("inside an atomic block, where the block controls the transaction"),
                     "{e}"
                 );
             }
@@ -847,8 +848,8 @@ impl crate::django_programs::Ops for SuiteOps<'_> {
     }
 }
 
-/// The statements each of the 14 programs of django-statement-counts.md sends, recorded through
-/// the library.
+/// The statements each of the 14 programs of docs/semantics.md §9.5 sends, recorded through the
+/// library.
 async fn programs(fx: &Fx) -> Vec<usize> {
     let mut counts = Vec::new();
     for program in crate::django_programs::programs(&SuiteOps(fx)) {
@@ -867,7 +868,7 @@ t!(rule_9_5_django_programs_cost_59_statements, |fx| {
 });
 
 t!(rule_9_2_never_more_statements_than_django_for_any_program, |fx| {
-    // Django 5.2's measured counts for the same 14 programs (../shared/django-statement-counts.md);
+    // Django 5.2's measured counts for the same 14 programs (the table of docs/semantics.md §9.5);
     // SQLite's differ from PostgreSQL's only in P2 (2 instead of 0).
     const DJANGO_POSTGRES: [usize; 14] = [3, 0, 5, 6, 5, 7, 7, 4, 4, 3, 6, 17, 3, 1];
     let ours = programs(&fx).await;

@@ -67,7 +67,7 @@ impl Default for BlockOpts {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+enum BlockKind {
     Outermost,
     /// The outermost block entered in manual mode: it acts as a nested block (4.2).
     ManualOutermost,
@@ -76,9 +76,9 @@ enum Kind {
 }
 
 #[derive(Debug)]
-struct Frame {
+struct OpenBlock {
     id: u64,
-    kind: Kind,
+    kind: BlockKind,
     savepoint: Option<SpId>,
     /// Hooks registered before this block opened; rolling back to its savepoint keeps only these.
     hooks_mark: usize,
@@ -150,7 +150,7 @@ pub(crate) enum HookDisposition<H> {
 #[derive(Debug)]
 pub(crate) struct TxState<H> {
     autocommit: bool,
-    blocks: SmallVec<[Frame; 4]>,
+    blocks: SmallVec<[OpenBlock; 4]>,
     needs_rollback: bool,
     /// A control statement failed or the connection was lost: only a full rollback is safe.
     broken: bool,
@@ -243,7 +243,7 @@ impl<H> TxState<H> {
 
     /// Enters a block (1.1, 1.2, 1.8, 4.2).
     pub(crate) fn enter(&mut self, id: u64, opts: BlockOpts) -> Result<(), ErrorKind> {
-        let nested_in_real_block = self.blocks.iter().any(|b| b.kind != Kind::Test);
+        let nested_in_real_block = self.blocks.iter().any(|b| b.kind != BlockKind::Test);
         if opts.durable && nested_in_real_block {
             return Err(ErrorKind::DurableNested);
         }
@@ -261,7 +261,7 @@ impl<H> TxState<H> {
             }
             // A test's transaction takes the options of the first block that gives them, while
             // its BEGIN is still owed: the code under test runs as it would outside the test.
-            Some(outer) if outer.kind == Kind::Test && !self.begun => {
+            Some(outer) if outer.kind == BlockKind::Test && !self.begun => {
                 if let Some(option) = self.txn_opts.conflict(&opts.txn) {
                     return Err(ErrorKind::OptionMismatch(option));
                 }
@@ -277,16 +277,16 @@ impl<H> TxState<H> {
         let (kind, savepoint) = if self.blocks.is_empty() {
             self.needs_rollback = false;
             if opts.test {
-                (Kind::Test, None)
+                (BlockKind::Test, None)
             } else if self.autocommit {
-                (Kind::Outermost, None)
+                (BlockKind::Outermost, None)
             } else {
-                (Kind::ManualOutermost, None)
+                (BlockKind::ManualOutermost, None)
             }
         } else {
-            (Kind::Nested, None)
+            (BlockKind::Nested, None)
         };
-        if kind == Kind::Outermost || kind == Kind::Test {
+        if kind == BlockKind::Outermost || kind == BlockKind::Test {
             self.txn_opts = opts.txn;
             if self.reset_sp_counter {
                 self.next_sp = 0;
@@ -295,15 +295,17 @@ impl<H> TxState<H> {
             self.txn_open = true;
         }
         let savepoint = match kind {
-            Kind::Nested | Kind::ManualOutermost if opts.savepoint && !self.needs_rollback => {
-                if kind == Kind::ManualOutermost {
+            BlockKind::Nested | BlockKind::ManualOutermost
+                if opts.savepoint && !self.needs_rollback =>
+            {
+                if kind == BlockKind::ManualOutermost {
                     self.txn_open = true;
                 }
                 Some(self.alloc_sp())
             }
             _ => savepoint,
         };
-        self.blocks.push(Frame {
+        self.blocks.push(OpenBlock {
             id,
             kind,
             savepoint,
@@ -495,7 +497,7 @@ impl<H> TxState<H> {
         let failed = outcome == Outcome::Failed || self.needs_rollback || self.fatal.is_some();
         let mut plan = ExitPlan::nothing();
         match frame.kind {
-            Kind::Nested | Kind::ManualOutermost => {
+            BlockKind::Nested | BlockKind::ManualOutermost => {
                 if !failed {
                     if let Some(sp) = frame.savepoint {
                         self.release(sp)?;
@@ -516,19 +518,19 @@ impl<H> TxState<H> {
                         }
                     }
                 }
-                if frame.kind == Kind::ManualOutermost && self.lost {
+                if frame.kind == BlockKind::ManualOutermost && self.lost {
                     plan.error = Some(ErrorKind::ConnectionLost);
                 }
             }
-            Kind::Outermost | Kind::Test => {
-                let commit = frame.kind == Kind::Outermost && !failed;
+            BlockKind::Outermost | BlockKind::Test => {
+                let commit = frame.kind == BlockKind::Outermost && !failed;
                 plan.commits = commit && !self.lost;
                 // What dooms the transaction, when an error (not the body, not `set_rollback`)
                 // does: the block must not report success.
                 let doomed_by = self.fatal.clone().or_else(|| self.doom.clone());
                 if self.lost {
                     plan.error = Some(match doomed_by {
-                        Some(cause) if frame.kind == Kind::Outermost => {
+                        Some(cause) if frame.kind == BlockKind::Outermost => {
                             ErrorKind::RolledBack(cause)
                         }
                         _ => ErrorKind::ConnectionLost,
@@ -555,7 +557,7 @@ impl<H> TxState<H> {
                         // it keeps sqlx's count of open transactions right.
                         plan.stmts.push(Control::Rollback);
                     }
-                    if frame.kind == Kind::Outermost
+                    if frame.kind == BlockKind::Outermost
                         && let Some(cause) = doomed_by
                     {
                         if cause.conflict().is_some() {

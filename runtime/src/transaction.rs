@@ -4,10 +4,12 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use crate::alias::AliasCtx;
 use crate::block::Atomic;
 use crate::config::lookup;
-use crate::context::{AliasCtx, Context, Frame, RecordedStatement, lock};
+use crate::context::{Context, RecordedStatement, lock};
 use crate::error::{Error, ErrorKind};
+use crate::frame::Frame;
 use crate::hooks::{IntoHook, OnCommit, on_commit, run_hooks};
 use crate::state::{ExitPlan, SpId};
 

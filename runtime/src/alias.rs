@@ -1,0 +1,175 @@
+//! One alias in one task: its transaction state and its connection slot.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::backend::AnyConn;
+use crate::config::AliasEntry;
+use crate::context::{Context, get_mut, lock};
+use crate::error::{Error, ErrorKind};
+use crate::hooks::Hook;
+use crate::lease::{Lease, Phase};
+use crate::state::{BlockOpts, Control, Outcome, TxState};
+
+/// One alias in one task.
+pub(crate) struct AliasCtx {
+    pub(crate) entry: &'static Arc<AliasEntry>,
+    pub(crate) recorder: Option<std::sync::Weak<Context>>,
+    pub(crate) state: Mutex<TxState<Hook>>,
+    /// The task's connection of the alias, and who holds it. A std mutex, held only for a few
+    /// loads and stores: a lease takes the connection out and puts it back when dropped.
+    pub(crate) slot: Mutex<Slot>,
+    /// Wakes the branches of this task waiting for the slot (`Slot::waiting`).
+    pub(crate) freed: tokio::sync::Notify,
+}
+
+/// The connection slot of one alias in one task.
+#[derive(Default)]
+pub(crate) struct Slot {
+    /// The connection, when no lease holds it.
+    pub(crate) conn: Option<AnyConn>,
+    /// The connection was taken idle without the pool's test: the first control statement
+    /// sent on it is the test (see `Database::test_with_begin`).
+    pub(crate) untested: bool,
+    /// A lease holds the slot (and the connection, if any).
+    pub(crate) held: bool,
+    /// The lease is a result stream's.
+    pub(crate) streaming: bool,
+    /// Another branch of the task waits for the slot.
+    pub(crate) waiting: bool,
+    /// The transaction the leased connection was in is gone: close it when the lease ends.
+    pub(crate) revoked: bool,
+}
+
+impl AliasCtx {
+    /// Leaves block `id` in failure without waiting, because its future was dropped (7.1): blocks
+    /// opened inside it whose own guards have not run yet go first; an ended transaction's connection
+    /// is rolled back or closed in the background.
+    pub(crate) fn cancel_block(self: &Arc<Self>, id: u64) {
+        let plan = {
+            let mut st = self.state();
+            while let Some(top) = st.top_block() {
+                if top == id {
+                    break;
+                }
+                let _ = st.exit(top, Outcome::Failed);
+            }
+            st.exit(id, Outcome::Failed)
+        };
+        tracing::debug!(target: "sqlx_atomic", alias = %self.name(), "atomic block cancelled");
+        if let Ok(plan) = plan
+            && plan.ends_transaction
+        {
+            let rollback = plan.stmts.contains(&Control::Rollback);
+            self.release_now(rollback, plan.close_connection);
+        }
+    }
+
+    /// Back to the state of a new alias context, if nothing is open on it (no block, no
+    /// transaction, no connection held), with the request's block `deferred` entered again.
+    pub(crate) fn reset(&mut self, deferred: Option<u64>) -> bool {
+        let slot = get_mut(&mut self.slot);
+        let state = get_mut(&mut self.state);
+        if slot.held || slot.conn.is_some() || !state.renew(self.entry.db.autocommit) {
+            return false;
+        }
+        *slot = Slot::default();
+        deferred.is_none_or(|id| state.enter(id, BlockOpts::default()).is_ok())
+    }
+
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.entry.name
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, TxState<Hook>> {
+        lock(&self.state)
+    }
+
+    #[cold]
+    pub(crate) fn err(&self, kind: ErrorKind) -> Error {
+        Error::at(&self.entry.name, kind)
+    }
+
+    pub(crate) fn record(&self, sql: &str) {
+        if let Some(ctx) = self.recorder.as_ref().and_then(|w| w.upgrade()) {
+            ctx.record(&self.entry.name, sql);
+        }
+    }
+
+    pub(crate) fn recording(&self) -> bool {
+        self.recorder.is_some()
+    }
+
+    /// Takes the task's connection slot at once; `None` if another branch of this task holds it
+    /// (then wait with [`lease`](Self::lease)), and the `Busy` error if a result stream holds it
+    /// (waiting would deadlock). The hot paths call this first, so that an uncontended lease
+    /// runs no future.
+    #[inline]
+    pub(crate) fn try_lease(self: &Arc<Self>) -> Option<Result<Lease, Error>> {
+        self.take_slot(&mut lock(&self.slot))
+    }
+
+    /// What the slot answers now (see `try_lease`), under its lock.
+    fn take_slot(self: &Arc<Self>, slot: &mut Slot) -> Option<Result<Lease, Error>> {
+        if slot.held {
+            return slot.streaming.then(|| Err(self.err(ErrorKind::Busy)));
+        }
+        slot.held = true;
+        Some(Ok(Lease {
+            conn: slot.conn.take(),
+            untested: slot.untested,
+            actx: self.clone(),
+            phase: Phase::Idle,
+        }))
+    }
+
+    /// Takes the task's connection slot, waiting for another branch of this task to finish its
+    /// statement; fails fast if a result stream holds it (that would deadlock).
+    pub(crate) async fn lease(self: &Arc<Self>) -> Result<Lease, Error> {
+        loop {
+            let freed = {
+                let mut slot = lock(&self.slot);
+                if let Some(leased) = self.take_slot(&mut slot) {
+                    return leased;
+                }
+                slot.waiting = true;
+                // Made under the lock, before the holder can let go: `notify_waiters` wakes
+                // every `Notified` made before it, polled or not, so no wake-up is lost.
+                self.freed.notified()
+            };
+            freed.await;
+        }
+    }
+
+    /// Gives the connection back (or closes it) when a transaction ended while the slot may be
+    /// held elsewhere; used from `Drop`, so it never waits.
+    pub(crate) fn release_now(&self, rollback: bool, close: bool) {
+        let conn = {
+            let mut slot = lock(&self.slot);
+            if slot.held {
+                slot.revoked = true;
+                return;
+            }
+            slot.conn.take()
+        };
+        if let Some(mut conn) = conn {
+            if rollback {
+                if conn.sqlx_depth() > 0 {
+                    conn.start_rollback();
+                } else {
+                    conn.close_on_drop();
+                }
+            }
+            if close {
+                conn.close_on_drop();
+            }
+        }
+    }
+}
+
+impl Drop for AliasCtx {
+    fn drop(&mut self) {
+        // The scope ended: an open manual transaction is rolled back (4.2).
+        let must_rollback = lock(&self.state).scope_end();
+        self.release_now(must_rollback, false);
+    }
+}

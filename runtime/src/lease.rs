@@ -1,0 +1,251 @@
+//! A lease: a task's exclusive use of an alias's connection slot for one statement or stream,
+//! and the sending of the transaction-control statements a block owes.
+
+use std::sync::Arc;
+
+use crate::alias::AliasCtx;
+use crate::backend::{AnyConn, Backend};
+use crate::context::lock;
+use crate::error::{Error, ErrorKind};
+use crate::state::Control;
+
+/// What a lease is doing, for what its drop must clean up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Idle,
+    /// A transaction-control statement is in flight: if dropped, the connection's state is unknown.
+    Control,
+    /// A user statement is in flight: if dropped, its outcome is unknown.
+    Query,
+    /// A result stream holds the connection.
+    Stream,
+}
+
+/// Exclusive use of an alias's connection slot within a task.
+pub(crate) struct Lease {
+    /// The task's connection, taken out of the slot for the lease; put back when it ends.
+    pub(crate) conn: Option<AnyConn>,
+    /// `Slot::untested`, for the lease.
+    pub(crate) untested: bool,
+    pub(crate) actx: Arc<AliasCtx>,
+    pub(crate) phase: Phase,
+}
+
+impl Lease {
+    pub(crate) fn set_phase(&mut self, phase: Phase) {
+        if (phase == Phase::Stream) != (self.phase == Phase::Stream) {
+            lock(&self.actx.slot).streaming = phase == Phase::Stream;
+        }
+        self.phase = phase;
+    }
+
+    /// Fills the lease with a connection from the pool (call it when `!has_conn()`): an idle
+    /// one at once when the first statement sent on it tests it (`Database::test_with_begin`).
+    /// Not an `ensure_conn` that checks first: the check is the callers' own, so that a lease
+    /// that has its connection (the usual case) polls no future for it.
+    pub(crate) async fn fill_conn(&mut self) -> Result<(), Error> {
+        let db = &self.actx.entry.db;
+        if db.test_with_begin
+            && let Some(conn) = db.pool.try_acquire()
+        {
+            self.conn = Some(conn);
+            self.untested = true;
+            return Ok(());
+        }
+        self.acquire().await
+    }
+
+    /// Takes a connection from the pool, with the pool's checks.
+    async fn acquire(&mut self) -> Result<(), Error> {
+        let conn = self
+            .actx
+            .entry
+            .db
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| Error::from(e).with_alias(self.actx.name()))?;
+        self.conn = Some(conn);
+        self.untested = false;
+        Ok(())
+    }
+
+    /// The first control statement on an untested connection failed with `e`: if the connection
+    /// is gone, close it and take another with the pool's checks (the caller sends the statement
+    /// again); otherwise `e` stands.
+    async fn replace_dead(&mut self, e: sqlx::Error) -> Result<(), Error> {
+        if !crate::backend::connection_gone(&e) {
+            return Err(Error::from(e).with_alias(self.actx.name()));
+        }
+        tracing::debug!(target: "sqlx_atomic", alias = %self.actx.entry.name, error = %e, "an idle connection failed its first statement; retrying on another connection");
+        if let Some(mut dead) = self.conn.take() {
+            dead.close_on_drop();
+        }
+        self.acquire().await
+    }
+
+    /// The lease's connection, if it has one.
+    pub(crate) fn conn_mut(&mut self) -> Option<&mut AnyConn> {
+        self.conn.as_mut()
+    }
+
+    pub(crate) fn has_conn(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    pub(crate) fn typed<DB: Backend>(
+        &mut self,
+    ) -> Result<&mut sqlx::pool::PoolConnection<DB>, Error> {
+        let kind = self.actx.entry.kind;
+        self.conn.as_mut().and_then(DB::__conn).ok_or_else(|| {
+            self.actx.err(ErrorKind::WrongBackend {
+                expected: DB::BACKEND_NAME,
+                actual: kind.name(),
+            })
+        })
+    }
+
+    /// Sends control statements in order on the lease's connection, which the callers take
+    /// first (`fill_conn`: a query) or find there (an exit); a lease without one lost it, and
+    /// nothing is sent. Not filled here: a statement owed to a transaction belongs on its
+    /// connection, never on a fresh one.
+    pub(crate) async fn send(&mut self, stmts: &[Control]) -> Result<(), Error> {
+        if stmts.is_empty() {
+            return Ok(());
+        }
+        if !self.has_conn() {
+            return Err(self.actx.err(ErrorKind::ConnectionLost));
+        }
+        self.set_phase(Phase::Control);
+        for &stmt in stmts {
+            // A BEGIN with options is written for this transaction; the alias's own BEGIN, if
+            // any, otherwise (the two never meet: `TxnOpts::check`).
+            let with_options = match stmt {
+                Control::Begin(opts) if !opts.is_empty() => opts.begin_sql(self.actx.entry.kind),
+                _ => None,
+            };
+            let begin = with_options
+                .as_deref()
+                .or(self.actx.entry.db.begin.as_deref());
+            let text = crate::backend::ControlText { stmt, begin };
+            if tracing::level_enabled!(tracing::Level::DEBUG) {
+                debug_control(&self.actx, &text);
+            }
+            if self.actx.recording() {
+                self.actx.record(&text.to_string());
+            }
+            let conn = self.conn.as_mut().expect("checked above");
+            let mut sent = conn.control(stmt, begin).await;
+            // The connection was taken idle without a ping: this statement was its test.
+            let tested_now = std::mem::take(&mut self.untested);
+            if tested_now && let Err(e) = sent {
+                // Boxed: the retry is rare, and its futures are not laid out in every send's.
+                if let Err(e) = Box::pin(self.retry(e, stmt, begin)).await {
+                    self.set_phase(Phase::Idle);
+                    return Err(e);
+                }
+                sent = Ok(());
+            }
+            if let Err(e) = sent {
+                self.set_phase(Phase::Idle);
+                return Err(Error::from(e).with_alias(self.actx.name()));
+            }
+        }
+        self.set_phase(Phase::Idle);
+        Ok(())
+    }
+
+    /// Queues a ROLLBACK of the connection's transaction without waiting for it (sqlx sends it
+    /// before the connection is used again); false, queueing nothing, when the lease has no
+    /// connection or sqlx sees no transaction on it.
+    pub(crate) fn queue_rollback(&mut self) -> bool {
+        let Some(conn) = self.conn.as_mut().filter(|c| c.sqlx_depth() > 0) else {
+            return false;
+        };
+        let text = crate::backend::ControlText {
+            stmt: Control::Rollback,
+            begin: None,
+        };
+        if tracing::level_enabled!(tracing::Level::DEBUG) {
+            debug_control(&self.actx, &text);
+        }
+        if self.actx.recording() {
+            self.actx.record(&text.to_string());
+        }
+        conn.start_rollback();
+        true
+    }
+
+    /// `stmt`, the first statement on an untested connection, failed with `e`: sends it again on
+    /// a pinged connection if that one is gone.
+    async fn retry(
+        &mut self,
+        e: sqlx::Error,
+        stmt: Control,
+        begin: Option<&str>,
+    ) -> Result<(), Error> {
+        self.replace_dead(e).await?;
+        let conn = self.conn.as_mut().expect("replaced above");
+        conn.control(stmt, begin)
+            .await
+            .map_err(|e| Error::from(e).with_alias(self.actx.name()))
+    }
+
+    /// Takes the connection out of the slot, to give it back to the pool or close it.
+    pub(crate) fn take_conn(&mut self) -> Option<AnyConn> {
+        self.conn.take()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        match self.phase {
+            Phase::Control => {
+                if let Some(mut conn) = self.conn.take() {
+                    conn.close_on_drop();
+                }
+                self.actx.state().connection_lost();
+            }
+            Phase::Query => self.actx.state().query_failed(
+                crate::classify::Cause::refused(
+                    "a statement was cancelled while in flight".to_owned(),
+                ),
+                Some(crate::classify::Effect::Statement),
+            ),
+            Phase::Idle | Phase::Stream => {}
+        }
+        let (closed, wake) = {
+            let mut slot = lock(&self.actx.slot);
+            let closed = if std::mem::take(&mut slot.revoked) {
+                self.conn.take()
+            } else {
+                slot.conn = self.conn.take();
+                None
+            };
+            slot.untested = self.untested;
+            slot.held = false;
+            slot.streaming = false;
+            (closed, std::mem::take(&mut slot.waiting))
+        };
+        if let Some(mut conn) = closed {
+            conn.close_on_drop();
+        }
+        if wake {
+            self.actx.freed.notify_waiters();
+        }
+    }
+}
+
+/// A control statement's event, out of line: the code that builds it is not laid out between
+/// the instructions of every transaction when no subscriber wants it.
+#[cold]
+#[inline(never)]
+fn debug_control(actx: &AliasCtx, text: &crate::backend::ControlText<'_>) {
+    tracing::debug!(
+        target: "sqlx_atomic",
+        alias = %actx.entry.name,
+        depth = actx.state().depth(),
+        statement = %text,
+        "transaction control"
+    );
+}
