@@ -12,7 +12,7 @@ Each case runs the bench's profiling mode (`SQLX_ATOMIC_PROFILE=<case>`) twice u
 divided by N is the cost of one iteration, without the start-up. Cachegrind simulates the
 machine's caches (it prints their sizes). Two runs of one binary on a quiet machine agree within
 1-3 % (how often a future waits for the server still varies a little); other load on the machine
-changes that more, so run it alone. BENCHMARKS.md (sections 1 and 4) explains why the L1i column
+changes that more, so run it alone. BENCHMARKS.md (section 1) explains why the L1i column
 matters more than the instruction count here.
 
 `--footprint` adds a column: the code executed on every iteration, in KiB. Two more runs, under
@@ -21,7 +21,7 @@ iterations; every 64-byte line holding an instruction that ran at least N times 
 second is code the iteration needs each time it runs. While a transaction waits for the server,
 the server's process runs on the same cores and evicts part of the caches, so each round trip brings this code back from a slower
 cache: its size, more than the instruction count, is what a transaction pays for (BENCHMARKS.md,
-session 7).
+section 1).
 
 `--functions A B` (two case names from CASES, e.g. `one_insert_postgres_ours
 one_insert_postgres_sqlx`) splits that footprint by function instead, for case A beside case B,

@@ -1,5 +1,5 @@
-//! Statement counts (not a timing benchmark): the 14 programs of Django's reference
-//! (django-statement-counts.md) and a loop of 1,000 sibling nested blocks, each run through
+//! Statement counts (not a timing benchmark): the 14 programs whose statements were measured on
+//! Django 5.2 and a loop of 1,000 sibling nested blocks, each run through
 //! sqlx-atomic with `Scope::new().record_statements()` on SQLite and on PostgreSQL, beside
 //! Django 5.2's measured counts and beside the same programs written with sqlx's nested
 //! `begin()` (counted by hand: each `begin`, `commit`, `rollback` and `execute` called is one
@@ -19,7 +19,7 @@ const SQ: &str = "sqlite";
 const PG: &str = "pg";
 const TABLE: &str = "bench_counts";
 
-/// Django 5.2's counts from django-statement-counts.md: (program, SQLite, PostgreSQL).
+/// Django 5.2's measured counts: (program, SQLite, PostgreSQL).
 const DJANGO: [(&str, usize, usize); 14] = [
     ("P1 atomic { ins }", 3, 3),
     ("P2 atomic { }", 2, 0),

@@ -153,7 +153,7 @@ pub fn criterion() -> Criterion {
 /// test's interval), if the rounds are independent. On a shared machine they are not quite (the
 /// load drifts more slowly than a round), so the interval is narrower than the spread between
 /// runs: the calibration (each side against itself) lands up to ±0.5 % from 1.00 with intervals
-/// that exclude it. Read a ratio against both (BENCHMARKS.md, session 8).
+/// that exclude it. Read a ratio against both (BENCHMARKS.md, "How to read the numbers").
 pub fn paired<A, B, FA, FB>(
     rt: &tokio::runtime::Runtime,
     label: &str,
