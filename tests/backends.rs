@@ -267,3 +267,38 @@ fn credentials_never_printed() {
         }
     });
 }
+
+#[test]
+fn postgres_rule_1_7_a_failed_manual_commit_is_rolled_back() {
+    common::run(Backend::Postgres, |fx: Fx| async move {
+        let tables = fx.deferred_fk().await;
+        let c = tables.1.clone();
+        let db = sqlx_atomic::postgres("pg");
+        let (r, log) = sqlx_atomic::Scope::new()
+            .record_statements()
+            .run(async {
+                let pg = sqlx_atomic::using("pg");
+                pg.set_autocommit(false)?;
+                sqlx::query(AssertSqlSafe(format!("INSERT INTO {c} VALUES (42)")))
+                    .execute(&db)
+                    .await?;
+                let e = pg.commit().await.unwrap_err();
+                assert!(e.is_database(), "{e}");
+                pg.set_autocommit(true)?;
+                Ok::<_, Error>(())
+            })
+            .await;
+        r.unwrap();
+        let sql: Vec<&str> = log.iter().map(|s| s.sql.as_str()).collect();
+        assert_eq!(
+            sql,
+            [
+                "BEGIN",
+                &format!("INSERT INTO {c} VALUES (42)"),
+                "COMMIT",
+                "ROLLBACK"
+            ]
+        );
+        fx.drop_deferred(tables).await;
+    });
+}

@@ -14,6 +14,7 @@ mod config;
 mod context;
 mod error;
 mod executor;
+mod exit;
 mod frame;
 mod hooks;
 mod lease;

@@ -684,14 +684,15 @@ impl<H> TxState<H> {
                 None => ErrorKind::Doomed,
             });
             plan.close_connection = self.broken;
-        } else if self.begun {
-            if let Some(sp) = self.owed_rollback_to.take() {
-                plan.stmts.push(Control::RollbackTo(sp));
-            }
-            plan.stmts.push(Control::Commit);
-            plan.hooks = std::mem::take(&mut self.hooks);
         } else {
+            if self.begun {
+                if let Some(sp) = self.owed_rollback_to.take() {
+                    plan.stmts.push(Control::RollbackTo(sp));
+                }
+                plan.stmts.push(Control::Commit);
+            }
             plan.hooks = std::mem::take(&mut self.hooks);
+            plan.commits = true;
         }
         self.hooks.clear();
         self.end_transaction();
