@@ -1,5 +1,6 @@
-//! The behavioural suite of SEMANTICS.md, written once (tests/suite/rules.rs) and run on SQLite,
-//! PostgreSQL and MariaDB. Each test names the rule it pins.
+//! The behavioural suite of docs/semantics.md, written once (tests/suite/rules.rs and
+//! tests/suite/outcomes.rs) and run on SQLite, PostgreSQL and MariaDB. Each test names the rule it
+//! pins.
 
 mod common;
 #[path = "suite/django_programs.rs"]

@@ -1,5 +1,4 @@
-//! Reliability (issue 4): cancellation at every await point, real faults, and load, on every
-//! backend.
+//! Reliability: cancellation at every await point, real faults, and load, on every backend.
 
 mod common;
 

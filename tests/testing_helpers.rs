@@ -1,5 +1,5 @@
 //! The test helpers (feature `testing`) on every backend: rolled-back test transactions and
-//! on_commit capture (SEMANTICS 10).
+//! on_commit capture (docs/semantics.md §10).
 
 mod common;
 
@@ -41,6 +41,31 @@ macro_rules! helpers_suite {
                     })
                     .await;
                     assert_eq!(seen, Vec::<i64>::new());
+                    assert_eq!(fx.committed().await, Vec::<i64>::new());
+                });
+            }
+
+            #[test]
+            fn rule_10_1_a_blocks_options_and_deadline_apply_inside_a_test() {
+                crate::common::run(B, |fx: Fx| async move {
+                    let limit = std::time::Duration::from_millis(100);
+                    let r = testing::rollback_after([B.alias()], async {
+                        Atomic::new()
+                            .using(B.alias())
+                            .timeout(limit)
+                            .run(async {
+                                ins(&fx, 1).await?;
+                                std::future::pending::<()>().await;
+                                Ok::<_, sqlx_atomic::Error>(())
+                            })
+                            .await
+                    })
+                    .await;
+                    let e = r.unwrap_err();
+                    assert!(
+                        matches!(e.kind(), sqlx_atomic::ErrorKind::TimedOut(t) if *t == limit),
+                        "{e}"
+                    );
                     assert_eq!(fx.committed().await, Vec::<i64>::new());
                 });
             }

@@ -1,5 +1,5 @@
-//! Per-request transactions over real HTTP (SEMANTICS 8): an axum server on 127.0.0.1:0 under
-//! `AtomicRequestsLayer`, driven by a plain HTTP/1.1 client, on every backend.
+//! Per-request transactions over real HTTP (docs/semantics.md §8): an axum server on 127.0.0.1:0
+//! under `AtomicRequestsLayer`, driven by a plain HTTP/1.1 client, on every backend.
 
 mod common;
 

@@ -239,6 +239,7 @@ impl Atomic {
             actx,
             id,
             depth,
+            first,
             frame: body_frame,
             span,
         } = match self.enter(&frame) {
@@ -258,12 +259,12 @@ impl Atomic {
                 Some(span) => body_frame.scope(body.instrument(span)).await,
             }
         };
-        // The transaction's deadline is its outermost block's.
-        let outcome = match self.opts.txn.timeout.filter(|_| depth == 1) {
+        // The transaction's deadline is its first block's.
+        let outcome = match self.opts.txn.timeout.filter(|_| first) {
             None => body.await,
             Some(limit) => match tokio::time::timeout(limit, body).await {
                 Ok(outcome) => outcome,
-                Err(_) => Ok(R::__from_error(timed_out(&actx, limit))),
+                Err(_) => Ok(R::__from_error(timed_out(&actx, limit, depth == 1))),
             },
         };
         guard.armed = false;
@@ -281,7 +282,7 @@ impl Atomic {
         let entry = lookup(&self.alias)?;
         let actx = frame.ctx().alias(entry);
         let id = frame.ctx().next_block_id();
-        let depth = {
+        let (depth, first) = {
             let mut st = actx.state();
             if frame.innermost(entry.index) != st.top_block() {
                 return Err(actx.err(ErrorKind::ConcurrentBlocks));
@@ -291,7 +292,7 @@ impl Atomic {
                 .check(entry.kind, entry.db.begin.is_some())
                 .map_err(|k| actx.err(k))?;
             st.enter(id, self.opts).map_err(|k| actx.err(k))?;
-            st.depth()
+            (st.depth(), st.innermost_is_first())
         };
         // Not even built when DEBUG is off for every subscriber (the usual production setting).
         let span = if tracing::level_enabled!(tracing::Level::DEBUG) {
@@ -304,17 +305,20 @@ impl Atomic {
             actx,
             id,
             depth,
+            first,
             span,
         })
     }
 }
 
-/// A block just entered: its alias context, id and depth, the frame its body runs in, and its
-/// span when some subscriber wants it.
+/// A block just entered: its alias context, id and depth, whether it is its transaction's first
+/// block, the frame its body runs in, and its span when some subscriber wants it.
 struct Entered {
     actx: Arc<AliasCtx>,
     id: u64,
     depth: usize,
+    /// The first real block of its transaction (see `TxState::innermost_is_first`).
+    first: bool,
     frame: Frame,
     span: Option<tracing::Span>,
 }
@@ -344,14 +348,18 @@ fn poll_shared<F: Future>(
     fut.poll(cx)
 }
 
-/// The block's deadline passed and its body was dropped: the connection is closed, so that
-/// the server rolls the transaction back even if a statement was still running, and the
-/// transaction is treated as lost.
+/// The block's deadline passed and its body was dropped. An outermost block's connection is
+/// closed, so that the server rolls the transaction back even if a statement was still running,
+/// and the transaction is treated as lost. Inside a test helper's transaction (`close` false),
+/// which must live on, the block leaves in failure as a cancelled block does: back to its
+/// savepoint.
 #[cold]
 #[inline(never)]
-fn timed_out(actx: &Arc<AliasCtx>, limit: Duration) -> Error {
-    actx.state().connection_lost();
-    actx.release_now(false, true);
+fn timed_out(actx: &Arc<AliasCtx>, limit: Duration, close: bool) -> Error {
+    if close {
+        actx.state().connection_lost();
+        actx.release_now(false, true);
+    }
     tracing::warn!(target: "sqlx_atomic", alias = %actx.name(), timeout = ?limit, "atomic block timed out; rolled back");
     actx.err(ErrorKind::TimedOut(limit))
 }

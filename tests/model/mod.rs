@@ -1,5 +1,6 @@
-//! A reference model of the library's semantics as plain Rust, with no I/O. Rules are cited by
-//! number, as in the names of the rule tests (tests/suite/rules.rs, runtime/src/state/tests.rs).
+//! A reference model of the library's semantics (docs/semantics.md) as plain Rust, with no I/O.
+//! Rules are cited by their number in that document, as in the names of the rule tests
+//! (tests/suite/rules.rs, runtime/src/state/tests.rs).
 //!
 //! A [`Program`] is a tree of operations run by one task starting at top level (autocommit on,
 //! no block open on any alias). [`expected`] returns what must hold afterwards: the rows

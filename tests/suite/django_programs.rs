@@ -1,6 +1,6 @@
-//! The 14 programs of `django-statement-counts.md` (Django 5.2's measured statements), written
-//! once: the behavioural suite pins what they send (`rule_9_5_…`, `rule_9_2_…` in `rules.rs`) and
-//! `benches/statement_counts.rs` prints it beside Django's counts.
+//! The 14 reference programs of docs/semantics.md §9.5 (whose statements were measured on Django
+//! 5.2), written once: the behavioural suite pins what they send (`rule_9_5_…`, `rule_9_2_…` in
+//! `rules.rs`) and `benches/statement_counts.rs` prints it beside Django's counts.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -43,7 +43,7 @@ fn ins_then_failing_inner<O: Ops>(o: &O, savepoint: bool) -> Program<'_> {
     }))
 }
 
-/// P1 … P14, in the order of `django-statement-counts.md`.
+/// P1 … P14, in the order of the table in docs/semantics.md §9.5.
 pub fn programs<O: Ops>(o: &O) -> Vec<Program<'_>> {
     vec![
         // P1 atomic { ins }

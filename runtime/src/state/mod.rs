@@ -216,6 +216,17 @@ impl<H> TxState<H> {
         self.blocks.last().map(|b| b.id)
     }
 
+    /// Whether the innermost block is the first real block of its transaction: the outermost
+    /// block, or the first block inside a test helper's always-rolled-back one. Its options
+    /// (its deadline) are the transaction's.
+    pub(crate) fn innermost_is_first(&self) -> bool {
+        match self.blocks.as_slice() {
+            [_] => true,
+            [outer, _] => outer.kind == BlockKind::Test,
+            _ => false,
+        }
+    }
+
     /// Number of open blocks, test-helper blocks included.
     pub(crate) fn depth(&self) -> usize {
         self.blocks.len()

@@ -81,7 +81,7 @@ fn atomic(s: &mut Sim, body: impl FnOnce(&mut Sim) -> bool) -> bool {
     s.block(true, body)
 }
 
-/// The 14 programs of django-statement-counts.md; returns each program's statement count.
+/// The 14 programs of docs/semantics.md §9.5; returns each program's statement count.
 fn programs() -> Vec<(usize, Vec<String>)> {
     type P = fn(&mut Sim);
     let ps: Vec<P> = vec![
