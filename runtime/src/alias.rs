@@ -4,16 +4,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::backend::AnyConn;
 use crate::config::AliasEntry;
-use crate::context::{Context, get_mut, lock};
 use crate::error::{Error, ErrorKind};
-use crate::hooks::Hook;
-use crate::lease::{Lease, Phase};
+use crate::hook::Hook;
+use crate::record::Recorder;
 use crate::state::{BlockOpts, Control, Outcome, TxState};
+use crate::sync::{get_mut, lock};
 
 /// One alias in one task.
 pub(crate) struct AliasCtx {
     pub(crate) entry: &'static Arc<AliasEntry>,
-    pub(crate) recorder: Option<std::sync::Weak<Context>>,
+    pub(crate) recorder: Option<Recorder>,
     pub(crate) state: Mutex<TxState<Hook>>,
     /// The task's connection of the alias, and who holds it. A std mutex, held only for a few
     /// loads and stores: a lease takes the connection out and puts it back when dropped.
@@ -90,54 +90,13 @@ impl AliasCtx {
     }
 
     pub(crate) fn record(&self, sql: &str) {
-        if let Some(ctx) = self.recorder.as_ref().and_then(|w| w.upgrade()) {
-            ctx.record(&self.entry.name, sql);
+        if let Some(recorder) = &self.recorder {
+            recorder.record(&self.entry.name, sql);
         }
     }
 
     pub(crate) fn recording(&self) -> bool {
         self.recorder.is_some()
-    }
-
-    /// Takes the task's connection slot at once; `None` if another branch of this task holds it
-    /// (then wait with [`lease`](Self::lease)), and the `Busy` error if a result stream holds it
-    /// (waiting would deadlock). The hot paths call this first, so that an uncontended lease
-    /// runs no future.
-    #[inline]
-    pub(crate) fn try_lease(self: &Arc<Self>) -> Option<Result<Lease, Error>> {
-        self.take_slot(&mut lock(&self.slot))
-    }
-
-    /// What the slot answers now (see `try_lease`), under its lock.
-    fn take_slot(self: &Arc<Self>, slot: &mut Slot) -> Option<Result<Lease, Error>> {
-        if slot.held {
-            return slot.streaming.then(|| Err(self.err(ErrorKind::Busy)));
-        }
-        slot.held = true;
-        Some(Ok(Lease {
-            conn: slot.conn.take(),
-            untested: slot.untested,
-            actx: self.clone(),
-            phase: Phase::Idle,
-        }))
-    }
-
-    /// Takes the task's connection slot, waiting for another branch of this task to finish its
-    /// statement; fails fast if a result stream holds it (that would deadlock).
-    pub(crate) async fn lease(self: &Arc<Self>) -> Result<Lease, Error> {
-        loop {
-            let freed = {
-                let mut slot = lock(&self.slot);
-                if let Some(leased) = self.take_slot(&mut slot) {
-                    return leased;
-                }
-                slot.waiting = true;
-                // Made under the lock, before the holder can let go: `notify_waiters` wakes
-                // every `Notified` made before it, polled or not, so no wake-up is lost.
-                self.freed.notified()
-            };
-            freed.await;
-        }
     }
 
     /// Gives the connection back (or closes it) when a transaction ended while the slot may be

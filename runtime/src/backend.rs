@@ -5,6 +5,15 @@ use sqlx::{AssertSqlSafe, SqlSafeStr};
 use sqlx::{Database, Executor, Pool};
 use sqlx_core::transaction::TransactionManager;
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use std::fmt::Write as _;
+
+use crate::error::ErrorKind;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use crate::options::Isolation;
+#[cfg(feature = "sqlite")]
+use crate::options::LockMode;
+use crate::options::TxnOpts;
 use crate::state::{Control, SpId};
 
 /// A pool of any enabled backend.
@@ -276,6 +285,155 @@ impl AnyConn {
             }
             #[allow(unreachable_patterns)]
             _ => false,
+        }
+    }
+}
+
+/// The SQL name of an isolation level.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn isolation_sql(level: Isolation) -> &'static str {
+    match level {
+        Isolation::ReadUncommitted => "READ UNCOMMITTED",
+        Isolation::ReadCommitted => "READ COMMITTED",
+        Isolation::RepeatableRead => "REPEATABLE READ",
+        Isolation::Serializable => "SERIALIZABLE",
+    }
+}
+
+/// What each backend is sent for a block's transaction options.
+impl TxnOpts {
+    /// An error for the first option `backend` cannot honour (checked before anything is sent).
+    /// `custom_begin`: the alias begins its transactions with its own statement.
+    pub(crate) fn check(&self, backend: BackendKind, custom_begin: bool) -> Result<(), ErrorKind> {
+        let unsupported = |option| {
+            Err(ErrorKind::Unsupported {
+                option,
+                backend: backend.name(),
+            })
+        };
+        if custom_begin && self.begin_sql(backend).is_some() {
+            return Err(ErrorKind::InvalidConfig(
+                "the alias begins transactions with its own `begin_statement`, which a block's \
+                 isolation, read_only or lock option would replace: use one or the other"
+                    .into(),
+            ));
+        }
+        match backend {
+            #[cfg(feature = "sqlite")]
+            BackendKind::Sqlite if self.read_only.is_some() => unsupported("read_only"),
+            #[cfg(feature = "postgres")]
+            BackendKind::Postgres if self.lock.is_some() => unsupported("lock"),
+            #[cfg(feature = "mysql")]
+            BackendKind::MySql if self.lock.is_some() => unsupported("lock"),
+            _ => Ok(()),
+        }
+    }
+
+    /// The statement that begins a transaction with these options on `backend`, or `None` for
+    /// the backend's plain BEGIN. Options that need more than one statement are sent as one
+    /// text, in one round trip.
+    pub(crate) fn begin_sql(&self, backend: BackendKind) -> Option<String> {
+        let mut sql = String::new();
+        match backend {
+            #[cfg(feature = "sqlite")]
+            BackendKind::Sqlite => {
+                // Isolation is SQLite's own (serializable), and the timeout is the client's.
+                sql.push_str(match self.lock? {
+                    LockMode::Deferred => "BEGIN DEFERRED",
+                    LockMode::Immediate => "BEGIN IMMEDIATE",
+                    LockMode::Exclusive => "BEGIN EXCLUSIVE",
+                });
+            }
+            #[cfg(feature = "postgres")]
+            BackendKind::Postgres => {
+                if self.isolation.is_none() && self.read_only.is_none() && self.timeout.is_none() {
+                    return None;
+                }
+                sql.push_str("BEGIN");
+                let mut sep = " ";
+                if let Some(level) = self.isolation {
+                    let _ = write!(sql, "{sep}ISOLATION LEVEL {}", isolation_sql(level));
+                    sep = ", ";
+                }
+                if let Some(ro) = self.read_only {
+                    sql.push_str(sep);
+                    sql.push_str(if ro { "READ ONLY" } else { "READ WRITE" });
+                }
+                if let Some(t) = self.timeout {
+                    // Scoped to the transaction: the server ends a statement or a lock wait that
+                    // outlives the block's deadline, even while the client waits.
+                    // PostgreSQL counts these in an int of milliseconds; a longer deadline is the
+                    // client's alone.
+                    let ms = t.as_millis().clamp(1, i32::MAX as u128);
+                    let _ = write!(
+                        sql,
+                        "; SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}"
+                    );
+                }
+            }
+            #[cfg(feature = "mysql")]
+            BackendKind::MySql => {
+                if self.isolation.is_none() && self.read_only.is_none() {
+                    return None;
+                }
+                if let Some(level) = self.isolation {
+                    // Applies to the next transaction only, so it never outlives this one.
+                    let _ = write!(
+                        sql,
+                        "SET TRANSACTION ISOLATION LEVEL {}; ",
+                        isolation_sql(level)
+                    );
+                }
+                sql.push_str("START TRANSACTION");
+                if let Some(ro) = self.read_only {
+                    sql.push_str(if ro { " READ ONLY" } else { " READ WRITE" });
+                }
+            }
+        }
+        Some(sql)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::Isolation;
+
+    #[test]
+    fn options_ride_with_the_begin() {
+        let opts = TxnOpts {
+            isolation: Some(Isolation::Serializable),
+            read_only: Some(true),
+            ..TxnOpts::default()
+        };
+        #[cfg(feature = "postgres")]
+        assert_eq!(
+            opts.begin_sql(BackendKind::Postgres).as_deref(),
+            Some("BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY")
+        );
+        #[cfg(feature = "mysql")]
+        assert_eq!(
+            opts.begin_sql(BackendKind::MySql).as_deref(),
+            Some("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE; START TRANSACTION READ ONLY")
+        );
+        #[cfg(feature = "sqlite")]
+        {
+            assert_eq!(TxnOpts::default().begin_sql(BackendKind::Sqlite), None);
+            let immediate = TxnOpts {
+                lock: Some(LockMode::Immediate),
+                ..TxnOpts::default()
+            };
+            assert_eq!(
+                immediate.begin_sql(BackendKind::Sqlite).as_deref(),
+                Some("BEGIN IMMEDIATE")
+            );
+            assert!(matches!(
+                opts.check(BackendKind::Sqlite, false),
+                Err(ErrorKind::Unsupported {
+                    option: "read_only",
+                    ..
+                })
+            ));
         }
     }
 }

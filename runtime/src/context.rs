@@ -3,12 +3,14 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::alias::{AliasCtx, Slot};
 use crate::config::AliasEntry;
 use crate::error::Error;
+use crate::record::Recorder;
 use crate::state::{BlockOpts, TxState};
+use crate::sync::{get_mut, lock};
 
 thread_local! {
     /// A plain context that an outermost block on this thread left idle, kept for the next one
@@ -16,15 +18,6 @@ thread_local! {
     static SPARE: Cell<Option<Arc<Context>>> = const { Cell::new(None) };
     /// The same for the contexts of requests (see the web layer).
     static REQUEST_SPARE: Cell<Option<Arc<Context>>> = const { Cell::new(None) };
-}
-
-/// A statement recorded by [`Scope::record_statements`](crate::Scope::record_statements).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordedStatement {
-    /// The alias it was sent to.
-    pub alias: String,
-    /// Its SQL text.
-    pub sql: String,
 }
 
 /// The context of one task (or one request, or one [`scope`](crate::scope)).
@@ -36,7 +29,7 @@ pub(crate) struct Context {
     /// An error to turn the request's response into a 500 (see the web layer).
     pub(crate) request_error: Mutex<Option<Error>>,
     next_block: AtomicU64,
-    pub(crate) recorder: Option<Mutex<Vec<RecordedStatement>>>,
+    pub(crate) recorder: Option<Recorder>,
     /// The request's outermost blocks: `deferred[k]` is the alias index of the block with id
     /// `k + 1`. Each is entered when the alias's context is first created, so a request that
     /// never touches an alias costs it nothing (see the web layer).
@@ -138,7 +131,7 @@ impl Context {
             late: Mutex::new(Vec::new()),
             request_error: Mutex::new(None),
             next_block: AtomicU64::new(deferred.len() as u64 + 1),
-            recorder: record.then(|| Mutex::new(Vec::new())),
+            recorder: record.then(Recorder::default),
             deferred,
             request_ended: AtomicBool::new(false),
         })
@@ -217,20 +210,11 @@ impl Context {
         }
         Arc::new(AliasCtx {
             entry,
-            recorder: self.recorder.is_some().then(|| Arc::downgrade(self)),
+            recorder: self.recorder.clone(),
             state: Mutex::new(state),
             slot: Mutex::new(Slot::default()),
             freed: tokio::sync::Notify::new(),
         })
-    }
-
-    pub(crate) fn record(&self, alias: &str, sql: &str) {
-        if let Some(r) = &self.recorder {
-            lock(r).push(RecordedStatement {
-                alias: alias.to_owned(),
-                sql: sql.to_owned(),
-            });
-        }
     }
 }
 
@@ -241,16 +225,6 @@ fn deferred_block(deferred: &[usize], index: usize) -> Option<u64> {
         .iter()
         .position(|&i| i == index)
         .map(|k| k as u64 + 1)
-}
-
-/// Locks a std mutex, ignoring poisoning: our critical sections never leave data half-changed.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A std mutex's data through `&mut`, ignoring poisoning (as `lock`).
-pub(crate) fn get_mut<T>(m: &mut Mutex<T>) -> &mut T {
-    m.get_mut().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(all(test, feature = "sqlite"))]

@@ -8,8 +8,9 @@ use crate::alias::AliasCtx;
 use crate::backend::connection_gone;
 use crate::classify::{Cause, Effect, conflict_of};
 use crate::error::{Error, ErrorKind};
-use crate::hooks::{Hook, run_hooks};
+use crate::hook::Hook;
 use crate::lease::Lease;
+use crate::on_commit::run_hooks;
 use crate::state::{Control, ExitPlan};
 
 /// How a block ended: the error it fails with, if any, and the conflict that kept an outermost

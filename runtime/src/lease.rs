@@ -3,11 +3,55 @@
 
 use std::sync::Arc;
 
-use crate::alias::AliasCtx;
+use crate::alias::{AliasCtx, Slot};
 use crate::backend::{AnyConn, Backend};
-use crate::context::lock;
 use crate::error::{Error, ErrorKind};
 use crate::state::Control;
+use crate::sync::lock;
+
+/// Taking a lease of an alias context's slot.
+impl AliasCtx {
+    /// Takes the task's connection slot at once; `None` if another branch of this task holds it
+    /// (then wait with [`lease`](Self::lease)), and the `Busy` error if a result stream holds it
+    /// (waiting would deadlock). The hot paths call this first, so that an uncontended lease
+    /// runs no future.
+    #[inline]
+    pub(crate) fn try_lease(self: &Arc<Self>) -> Option<Result<Lease, Error>> {
+        self.take_slot(&mut lock(&self.slot))
+    }
+
+    /// What the slot answers now (see `try_lease`), under its lock.
+    fn take_slot(self: &Arc<Self>, slot: &mut Slot) -> Option<Result<Lease, Error>> {
+        if slot.held {
+            return slot.streaming.then(|| Err(self.err(ErrorKind::Busy)));
+        }
+        slot.held = true;
+        Some(Ok(Lease {
+            conn: slot.conn.take(),
+            untested: slot.untested,
+            actx: self.clone(),
+            phase: Phase::Idle,
+        }))
+    }
+
+    /// Takes the task's connection slot, waiting for another branch of this task to finish its
+    /// statement; fails fast if a result stream holds it (that would deadlock).
+    pub(crate) async fn lease(self: &Arc<Self>) -> Result<Lease, Error> {
+        loop {
+            let freed = {
+                let mut slot = lock(&self.slot);
+                if let Some(leased) = self.take_slot(&mut slot) {
+                    return leased;
+                }
+                slot.waiting = true;
+                // Made under the lock, before the holder can let go: `notify_waiters` wakes
+                // every `Notified` made before it, polled or not, so no wake-up is lost.
+                self.freed.notified()
+            };
+            freed.await;
+        }
+    }
+}
 
 /// What a lease is doing, for what its drop must clean up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,11 +16,14 @@ mod error;
 mod executor;
 mod exit;
 mod frame;
-mod hooks;
+mod hook;
 mod lease;
+mod on_commit;
 mod options;
+mod record;
 mod requests;
 mod state;
+mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod transaction;
@@ -29,7 +32,6 @@ pub use backend::Backend;
 pub use block::{Atomic, AtomicResult, AtomicRetry, Attempts};
 pub use classify::{Cause, Conflict};
 pub use config::{Database, Databases, installed_aliases, is_installed, pool};
-pub use context::RecordedStatement;
 pub use error::{BoxError, Error, ErrorKind};
 pub use executor::Handle;
 #[cfg(feature = "mysql")]
@@ -38,10 +40,10 @@ pub use executor::mysql;
 pub use executor::postgres;
 #[cfg(feature = "sqlite")]
 pub use executor::sqlite;
-pub use hooks::{
-    AsyncHook, HookFn, HookResult, IntoHook, OnCommit, OnCommitFuture, SyncHook, on_commit,
-};
+pub use hook::{AsyncHook, HookFn, HookResult, IntoHook, SyncHook};
+pub use on_commit::{OnCommit, OnCommitFuture, on_commit};
 pub use options::{Isolation, LockMode, Retry};
+pub use record::RecordedStatement;
 pub use transaction::{
     Alias, SavepointId, Scope, clean_savepoints, commit, get_autocommit, get_rollback, rollback,
     savepoint, savepoint_commit, savepoint_rollback, scope, set_autocommit, set_rollback, using,

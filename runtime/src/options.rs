@@ -1,12 +1,7 @@
 //! Transaction options of an outermost block (isolation level, read-only, SQLite's lock mode,
-//! timeout), the SQL that begins a transaction with them on each backend, and the retry policy.
+//! timeout) and the retry policy. What each backend is sent for them is in `backend`.
 
-#[cfg(any(feature = "postgres", feature = "mysql"))]
-use std::fmt::Write as _;
 use std::time::Duration;
-
-use crate::backend::BackendKind;
-use crate::error::ErrorKind;
 
 /// A transaction isolation level.
 ///
@@ -25,18 +20,6 @@ pub enum Isolation {
     RepeatableRead,
     /// `SERIALIZABLE`.
     Serializable,
-}
-
-impl Isolation {
-    #[cfg(any(feature = "postgres", feature = "mysql"))]
-    fn sql(self) -> &'static str {
-        match self {
-            Isolation::ReadUncommitted => "READ UNCOMMITTED",
-            Isolation::ReadCommitted => "READ COMMITTED",
-            Isolation::RepeatableRead => "REPEATABLE READ",
-            Isolation::Serializable => "SERIALIZABLE",
-        }
-    }
 }
 
 /// How SQLite's BEGIN takes its lock.
@@ -107,93 +90,6 @@ impl TxnOpts {
         self.read_only = self.read_only.or(nested.read_only);
         self.lock = self.lock.or(nested.lock);
         self.timeout = self.timeout.or(nested.timeout);
-    }
-
-    /// An error for the first option `backend` cannot honour (checked before anything is sent).
-    /// `custom_begin`: the alias begins its transactions with its own statement.
-    pub(crate) fn check(&self, backend: BackendKind, custom_begin: bool) -> Result<(), ErrorKind> {
-        let unsupported = |option| {
-            Err(ErrorKind::Unsupported {
-                option,
-                backend: backend.name(),
-            })
-        };
-        if custom_begin && self.begin_sql(backend).is_some() {
-            return Err(ErrorKind::InvalidConfig(
-                "the alias begins transactions with its own `begin_statement`, which a block's \
-                 isolation, read_only or lock option would replace: use one or the other"
-                    .into(),
-            ));
-        }
-        match backend {
-            #[cfg(feature = "sqlite")]
-            BackendKind::Sqlite if self.read_only.is_some() => unsupported("read_only"),
-            #[cfg(feature = "postgres")]
-            BackendKind::Postgres if self.lock.is_some() => unsupported("lock"),
-            #[cfg(feature = "mysql")]
-            BackendKind::MySql if self.lock.is_some() => unsupported("lock"),
-            _ => Ok(()),
-        }
-    }
-
-    /// The statement that begins a transaction with these options on `backend`, or `None` for
-    /// the backend's plain BEGIN. Options that need more than one statement are sent as one
-    /// text, in one round trip.
-    pub(crate) fn begin_sql(&self, backend: BackendKind) -> Option<String> {
-        let mut sql = String::new();
-        match backend {
-            #[cfg(feature = "sqlite")]
-            BackendKind::Sqlite => {
-                // Isolation is SQLite's own (serializable), and the timeout is the client's.
-                sql.push_str(match self.lock? {
-                    LockMode::Deferred => "BEGIN DEFERRED",
-                    LockMode::Immediate => "BEGIN IMMEDIATE",
-                    LockMode::Exclusive => "BEGIN EXCLUSIVE",
-                });
-            }
-            #[cfg(feature = "postgres")]
-            BackendKind::Postgres => {
-                if self.isolation.is_none() && self.read_only.is_none() && self.timeout.is_none() {
-                    return None;
-                }
-                sql.push_str("BEGIN");
-                let mut sep = " ";
-                if let Some(level) = self.isolation {
-                    let _ = write!(sql, "{sep}ISOLATION LEVEL {}", level.sql());
-                    sep = ", ";
-                }
-                if let Some(ro) = self.read_only {
-                    sql.push_str(sep);
-                    sql.push_str(if ro { "READ ONLY" } else { "READ WRITE" });
-                }
-                if let Some(t) = self.timeout {
-                    // Scoped to the transaction: the server ends a statement or a lock wait that
-                    // outlives the block's deadline, even while the client waits.
-                    // PostgreSQL counts these in an int of milliseconds; a longer deadline is the
-                    // client's alone.
-                    let ms = t.as_millis().clamp(1, i32::MAX as u128);
-                    let _ = write!(
-                        sql,
-                        "; SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}"
-                    );
-                }
-            }
-            #[cfg(feature = "mysql")]
-            BackendKind::MySql => {
-                if self.isolation.is_none() && self.read_only.is_none() {
-                    return None;
-                }
-                if let Some(level) = self.isolation {
-                    // Applies to the next transaction only, so it never outlives this one.
-                    let _ = write!(sql, "SET TRANSACTION ISOLATION LEVEL {}; ", level.sql());
-                }
-                sql.push_str("START TRANSACTION");
-                if let Some(ro) = self.read_only {
-                    sql.push_str(if ro { " READ ONLY" } else { " READ WRITE" });
-                }
-            }
-        }
-        Some(sql)
     }
 }
 
@@ -273,44 +169,6 @@ mod tests {
             }
         }
         assert_eq!(r.delay(3, 0), Duration::ZERO);
-    }
-
-    #[test]
-    fn options_ride_with_the_begin() {
-        let opts = TxnOpts {
-            isolation: Some(Isolation::Serializable),
-            read_only: Some(true),
-            ..TxnOpts::default()
-        };
-        #[cfg(feature = "postgres")]
-        assert_eq!(
-            opts.begin_sql(BackendKind::Postgres).as_deref(),
-            Some("BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY")
-        );
-        #[cfg(feature = "mysql")]
-        assert_eq!(
-            opts.begin_sql(BackendKind::MySql).as_deref(),
-            Some("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE; START TRANSACTION READ ONLY")
-        );
-        #[cfg(feature = "sqlite")]
-        {
-            assert_eq!(TxnOpts::default().begin_sql(BackendKind::Sqlite), None);
-            let immediate = TxnOpts {
-                lock: Some(LockMode::Immediate),
-                ..TxnOpts::default()
-            };
-            assert_eq!(
-                immediate.begin_sql(BackendKind::Sqlite).as_deref(),
-                Some("BEGIN IMMEDIATE")
-            );
-            assert!(matches!(
-                opts.check(BackendKind::Sqlite, false),
-                Err(ErrorKind::Unsupported {
-                    option: "read_only",
-                    ..
-                })
-            ));
-        }
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! opt-out used by `#[non_atomic_requests]`.
 
 use crate::config::lookup;
-use crate::context::lock;
 use crate::error::Error;
 use crate::frame::Frame;
+use crate::sync::lock;
 
 /// Runs a handler's body outside the per-request transactions of `aliases` (what
 /// `#[non_atomic_requests]` expands to). Blocks inside the body work as usual; on an opted-out
@@ -74,10 +74,11 @@ mod layer {
 
     use crate::block::end_block;
     use crate::config::{is_installed, registry};
-    use crate::context::{Context, lock};
+    use crate::context::Context;
     use crate::error::Error;
     use crate::frame::Frame;
-    use crate::hooks::panic_message;
+    use crate::on_commit::panic_message;
+    use crate::sync::lock;
 
     /// When a response rolls the request back. The default is a plain value, so that a request
     /// does not touch a reference count for it.

@@ -66,7 +66,8 @@ use crate::config::{Databases, installed_aliases, is_installed, lookup};
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
 use crate::frame::Frame;
-use crate::hooks::{Hook, run_hooks};
+use crate::hook::Hook;
+use crate::on_commit::run_hooks;
 use std::borrow::Cow;
 use std::sync::{LazyLock, Mutex, PoisonError};
 

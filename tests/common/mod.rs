@@ -273,18 +273,28 @@ pub fn server_db(b: Backend, url: &str, max: u32) -> Database {
     db.test_with_begin(true)
 }
 
-/// Waits (without sleeping) until every connection of `alias`'s pool is back and idle: a
-/// connection goes back to the pool in the background.
+/// Waits until every connection of `alias`'s pool is back and idle: a connection goes back to
+/// the pool in the background (sqlx pings it first, sending a queued ROLLBACK with the ping).
+/// It checks the pool's own count, yielding at first and then once a millisecond so that a
+/// loaded machine's background work gets the CPU, and fails after 30 s.
 pub async fn settle<DB: sqlx_atomic::Backend>(alias: &str) {
     let pool = sqlx_atomic::pool::<DB>(alias).unwrap();
-    for _ in 0..100_000 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for round in 0u32.. {
         if pool.num_idle() as u32 == pool.size() {
             return;
         }
-        tokio::task::yield_now().await;
+        if std::time::Instant::now() > deadline {
+            break;
+        }
+        if round < 1_000 {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
     panic!(
-        "the pool of {alias} did not settle: {} idle of {}",
+        "the pool of {alias} did not settle in 30 s: {} idle of {}",
         pool.num_idle(),
         pool.size()
     );
