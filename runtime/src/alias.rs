@@ -7,8 +7,8 @@ use crate::config::AliasEntry;
 use crate::error::{Error, ErrorKind};
 use crate::hook::Hook;
 use crate::record::Recorder;
-use crate::state::{BlockOpts, Control, Outcome, TxState};
-use crate::sync::{get_mut, lock};
+use crate::state::{Control, Outcome, TxState};
+use crate::sync::lock;
 
 /// One alias in one task.
 pub(crate) struct AliasCtx {
@@ -64,18 +64,6 @@ impl AliasCtx {
         }
     }
 
-    /// Back to the state of a new alias context, if nothing is open on it (no block, no
-    /// transaction, no connection held), with the request's block `deferred` entered again.
-    pub(crate) fn reset(&mut self, deferred: Option<u64>) -> bool {
-        let slot = get_mut(&mut self.slot);
-        let state = get_mut(&mut self.state);
-        if slot.held || slot.conn.is_some() || !state.renew(self.entry.db.autocommit) {
-            return false;
-        }
-        *slot = Slot::default();
-        deferred.is_none_or(|id| state.enter(id, BlockOpts::default()).is_ok())
-    }
-
     pub(crate) fn name(&self) -> &Arc<str> {
         &self.entry.name
     }
@@ -84,7 +72,6 @@ impl AliasCtx {
         lock(&self.state)
     }
 
-    #[cold]
     pub(crate) fn err(&self, kind: ErrorKind) -> Error {
         Error::at(&self.entry.name, kind)
     }

@@ -218,14 +218,7 @@ impl Atomic {
                 // The outermost block of the task: its context lives as long as the block. Only
                 // the body runs in a task-local scope (with the block's frame); the block's own
                 // entry and exit do not read it, so they are not wrapped in a second one.
-                // Its context is the thread's spare one when there is one, and becomes it again
-                // when the block leaves it idle.
-                None => {
-                    let ctx = Context::new(false);
-                    let out = self.run_in(Frame::root(ctx.clone()), body).await;
-                    Context::recycle(ctx);
-                    out
-                }
+                None => self.run_in(Frame::root(Context::new(false)), body).await,
             }
         }
     }
@@ -294,12 +287,11 @@ impl Atomic {
             st.enter(id, self.opts).map_err(|k| actx.err(k))?;
             (st.depth(), st.innermost_is_first())
         };
-        // Not even built when DEBUG is off for every subscriber (the usual production setting).
-        let span = if tracing::level_enabled!(tracing::Level::DEBUG) {
-            entered_span(&entry.name, depth)
-        } else {
-            None
-        };
+        tracing::trace!(target: "sqlx_atomic", alias = %entry.name, depth, "atomic block entered");
+        // A span no subscriber wants is not entered and left at every poll of the body.
+        let span =
+            Some(tracing::debug_span!(target: "sqlx_atomic", "atomic", alias = %entry.name, depth))
+                .filter(|s| !s.is_disabled());
         Ok(Entered {
             frame: frame.child(entry.index, id),
             actx,
@@ -353,8 +345,6 @@ fn poll_shared<F: Future>(
 /// and the transaction is treated as lost. Inside a test helper's transaction (`close` false),
 /// which must live on, the block leaves in failure as a cancelled block does: back to its
 /// savepoint.
-#[cold]
-#[inline(never)]
 fn timed_out(actx: &Arc<AliasCtx>, limit: Duration, close: bool) -> Error {
     if close {
         actx.state().connection_lost();
@@ -465,33 +455,13 @@ pub(crate) async fn end_block(actx: &Arc<AliasCtx>, id: u64, depth: usize, body_
         Err(k) => return Ended::failed(actx.err(k)),
     };
     if !plan.ends_transaction {
-        if tracing::level_enabled!(tracing::Level::TRACE) {
-            trace_left(actx, depth, body_ok);
-        }
+        tracing::trace!(target: "sqlx_atomic", alias = %actx.name(), depth, ok = body_ok, "atomic block left");
         return Ended {
             error: plan.error.map(|k| actx.err(k)),
             conflict: None,
         };
     }
     crate::exit::execute(actx, plan, body_ok).await
-}
-
-// The events of every block, out of line: the code that builds them is not laid out between
-// the instructions a block runs when no subscriber wants them.
-
-/// The block's event and span, when a subscriber wants DEBUG.
-#[cold]
-#[inline(never)]
-fn entered_span(alias: &str, depth: usize) -> Option<tracing::Span> {
-    tracing::trace!(target: "sqlx_atomic", alias, depth, "atomic block entered");
-    Some(tracing::debug_span!(target: "sqlx_atomic", "atomic", alias, depth))
-        .filter(|s| !s.is_disabled())
-}
-
-#[cold]
-#[inline(never)]
-fn trace_left(actx: &AliasCtx, depth: usize, ok: bool) {
-    tracing::trace!(target: "sqlx_atomic", alias = %actx.name(), depth, ok, "atomic block left");
 }
 
 /// The caller's result: a panic resumes, the body's `Err` wins over ours (1.5), and our error

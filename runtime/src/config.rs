@@ -392,8 +392,7 @@ pub fn installed_aliases() -> Vec<String> {
 
 #[inline]
 pub(crate) fn lookup(alias: &str) -> Result<&'static Arc<AliasEntry>, Error> {
-    // Every query and hook looks its alias up: the hit returns a pointer, and the errors are
-    // built out of line.
+    // Every query and hook looks its alias up: the hit returns a pointer.
     match REGISTRY.get() {
         Some(reg) => match reg.find(alias) {
             Some(entry) => Ok(entry),
@@ -403,8 +402,6 @@ pub(crate) fn lookup(alias: &str) -> Result<&'static Arc<AliasEntry>, Error> {
     }
 }
 
-#[cold]
-#[inline(never)]
 fn lookup_failed(alias: &str) -> Error {
     match registry() {
         Err(e) => Error::named(alias, e.kind_owned()),

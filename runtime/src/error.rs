@@ -134,20 +134,14 @@ impl Error {
         Error(Box::new(Inner { alias, kind }))
     }
 
-    #[cold]
-    #[inline(never)]
     pub(crate) fn new(alias: Option<&Arc<str>>, kind: ErrorKind) -> Self {
         Error::make(alias.cloned(), kind)
     }
 
-    #[cold]
-    #[inline(never)]
     pub(crate) fn at(alias: &Arc<str>, kind: ErrorKind) -> Self {
         Error::make(Some(alias.clone()), kind)
     }
 
-    #[cold]
-    #[inline(never)]
     pub(crate) fn named(alias: &str, kind: ErrorKind) -> Self {
         Error::make(Some(Arc::from(alias)), kind)
     }
@@ -247,8 +241,6 @@ impl Error {
         self.0.kind
     }
 
-    #[cold]
-    #[inline(never)]
     pub(crate) fn with_alias(mut self, alias: &Arc<str>) -> Self {
         if self.0.alias.is_none() {
             self.0.alias = Some(alias.clone());
@@ -258,8 +250,6 @@ impl Error {
 }
 
 impl From<sqlx::Error> for Error {
-    #[cold]
-    #[inline(never)]
     fn from(e: sqlx::Error) -> Self {
         match e {
             sqlx::Error::Configuration(inner) => match inner.downcast::<Error>() {

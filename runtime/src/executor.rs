@@ -100,8 +100,6 @@ enum Target<DB: Database> {
     Conn(Lease),
 }
 
-#[cold]
-#[inline(never)]
 fn sqlx_err(e: Error) -> sqlx::Error {
     e.into_sqlx()
 }
@@ -218,9 +216,8 @@ async fn finish<T>(lease: &mut Lease, result: &Result<T, sqlx::Error>) {
 }
 
 /// A query on the task's connection failed with `e` (3.2): its block is doomed, and what the
-/// error did on the server decides what is left of the transaction. Boxed by its caller: rare,
-/// and its futures are not laid out in every query's.
-#[cold]
+/// error did on the server decides what is left of the transaction. Boxed by its caller, so
+/// that every query's future does not carry this rare one's state.
 async fn query_failed(lease: &mut Lease, e: &sqlx::Error) {
     let effect = match e {
         sqlx::Error::Database(_) => {
@@ -250,7 +247,6 @@ async fn query_failed(lease: &mut Lease, e: &sqlx::Error) {
 }
 
 /// An owed control statement failed with `e` before a query.
-#[cold]
 fn control_failed(actx: &AliasCtx, e: &Error) {
     let (cause, effect) = match e.as_sqlx() {
         Some(sqlx_error) => {

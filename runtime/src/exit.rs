@@ -77,9 +77,7 @@ pub(crate) async fn execute(actx: &Arc<AliasCtx>, plan: ExitPlan<Hook>, body_ok:
         // block only prepared one.
         actx.release_now(false, false);
     }
-    if error.is_some() || tracing::level_enabled!(tracing::Level::DEBUG) {
-        transaction_ended(actx, plan.commits, body_ok, error.as_ref());
-    }
+    transaction_ended(actx, plan.commits, body_ok, error.as_ref());
     if plan.commits
         && !plan.hooks.is_empty()
         && let Err(e) = run_hooks(actx.name(), plan.hooks).await
@@ -109,8 +107,6 @@ impl Drop for ExitGuard<'_> {
 /// The transaction's end, as it happened: a WARN when an error rolled it back although the
 /// body returned `Ok` (the caller is told by the block's error; the log says so too), DEBUG
 /// otherwise.
-#[cold]
-#[inline(never)]
 fn transaction_ended(actx: &AliasCtx, committed: bool, body_ok: bool, error: Option<&Error>) {
     match error {
         Some(e) if body_ok => {
@@ -129,8 +125,6 @@ fn transaction_ended(actx: &AliasCtx, committed: bool, body_ok: bool, error: Opt
 }
 
 /// A result stream still held the connection when its transaction ended.
-#[cold]
-#[inline(never)]
 fn stream_outlived_block(actx: &Arc<AliasCtx>) -> Error {
     actx.release_now(true, true);
     actx.err(ErrorKind::StreamOutlivedBlock)
@@ -171,8 +165,6 @@ async fn commit_failed(mut lease: Lease, e: Error) -> Ended {
 }
 
 /// 1.5: a failed rollback is logged and the connection closed.
-#[cold]
-#[inline(never)]
 fn rollback_failed(actx: &Arc<AliasCtx>, e: &Error) {
     tracing::error!(target: "sqlx_atomic", alias = %actx.name(), error = %e, "ROLLBACK failed; closing the connection");
 }

@@ -172,9 +172,7 @@ impl Lease {
                 .as_deref()
                 .or(self.actx.entry.db.begin.as_deref());
             let text = crate::backend::ControlText { stmt, begin };
-            if tracing::level_enabled!(tracing::Level::DEBUG) {
-                debug_control(&self.actx, &text);
-            }
+            debug_control(&self.actx, &text);
             if self.actx.recording() {
                 self.actx.record(&text.to_string());
             }
@@ -183,7 +181,7 @@ impl Lease {
             // The connection was taken idle without a ping: this statement was its test.
             let tested_now = std::mem::take(&mut self.untested);
             if tested_now && let Err(e) = sent {
-                // Boxed: the retry is rare, and its futures are not laid out in every send's.
+                // Boxed, so that every send's future does not carry the rare retry's state.
                 if let Err(e) = Box::pin(self.retry(e, stmt, begin)).await {
                     self.set_phase(Phase::Idle);
                     return Err(e);
@@ -210,9 +208,7 @@ impl Lease {
             stmt: Control::Rollback,
             begin: None,
         };
-        if tracing::level_enabled!(tracing::Level::DEBUG) {
-            debug_control(&self.actx, &text);
-        }
+        debug_control(&self.actx, &text);
         if self.actx.recording() {
             self.actx.record(&text.to_string());
         }
@@ -280,10 +276,7 @@ impl Drop for Lease {
     }
 }
 
-/// A control statement's event, out of line: the code that builds it is not laid out between
-/// the instructions of every transaction when no subscriber wants it.
-#[cold]
-#[inline(never)]
+/// A control statement's event (its depth is read only when a subscriber wants it).
 fn debug_control(actx: &AliasCtx, text: &crate::backend::ControlText<'_>) {
     tracing::debug!(
         target: "sqlx_atomic",

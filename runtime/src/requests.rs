@@ -309,9 +309,8 @@ mod layer {
         }
     }
 
-    /// The states after the handler, out of line: a request that touched no database never
-    /// runs them, and their code is not laid out among the instructions it does run.
-    #[inline(never)]
+    /// The states after the handler: ending the request's blocks, or (a request that touched no
+    /// database) handing the response on.
     fn poll_ending<F: Future<Output = Result<Response<B>, E>>, B: Default, E>(
         mut state: Pin<&mut State<F>>,
         cx: &mut TaskContext<'_>,
@@ -333,8 +332,6 @@ mod layer {
     }
 
     /// The future of every request while no databases are installed: an empty 500.
-    #[cold]
-    #[inline(never)]
     fn no_databases<F: Future>() -> AtomicRequestsFuture<F> {
         if let Err(e) = registry() {
             tracing::error!(target: "sqlx_atomic", error = %e, "AtomicRequestsLayer: no databases");
@@ -375,10 +372,7 @@ mod layer {
         Request(Error),
     }
 
-    /// Logs why the request failed and answers 500: out of line, so that the code of the
-    /// failures is not laid out among the instructions every request runs.
-    #[cold]
-    #[inline(never)]
+    /// Logs why the request failed and answers 500.
     fn failed<B: Default>(why: Failure) -> Response<B> {
         match why {
             Failure::Panicked(panic) => {
@@ -418,7 +412,6 @@ mod layer {
         // request's blocks itself.
         ctx.request_ended();
         let request_error = lock(&ctx.request_error).take();
-        Context::recycle(ctx);
         let failure = match ran {
             Ok(failure) => failure,
             // A hook panicked (the handler's own panic is caught above).

@@ -770,29 +770,6 @@ impl<H> TxState<H> {
         self.reset_sp_counter = true;
     }
 
-    /// Whether nothing is open: no block, no transaction (not even one whose BEGIN is owed), and
-    /// autocommit as the alias is configured (`autocommit`). A context whose aliases are all
-    /// idle can be reused by another task as if new.
-    fn is_idle(&self, autocommit: bool) -> bool {
-        self.blocks.is_empty()
-            && !self.txn_open
-            && self.autocommit == autocommit
-            && self.hooks.is_empty()
-            && self.opted_out.is_none()
-    }
-
-    /// Makes an idle state (see `is_idle`) as new and returns true; returns false, changing
-    /// nothing, if it is not idle.
-    pub(crate) fn renew(&mut self, autocommit: bool) -> bool {
-        if !self.is_idle(autocommit) {
-            return false;
-        }
-        // Everything else was reset when its transaction ended (`end_transaction`).
-        self.next_sp = 0;
-        self.reset_sp_counter = false;
-        true
-    }
-
     /// The task's scope ended: an open manual transaction must be rolled back.
     pub(crate) fn scope_end(&mut self) -> bool {
         let must_rollback = self.txn_open && self.begun && !self.lost;

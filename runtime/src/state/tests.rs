@@ -440,41 +440,6 @@ fn rule_7_2_failed_control_statement_then_cleared_flag_is_not_success() {
     assert!(plan.close_connection, "the connection's state is unknown");
 }
 
-#[test]
-fn a_renewed_state_is_a_new_one() {
-    let new = format!("{:?}", TxState::<&'static str>::new(true, false));
-    let mut s = Sim::new();
-    // A transaction that used every part of the state: savepoints kept and rolled back, a
-    // failed query, a manual savepoint, hooks run and dropped.
-    atomic(&mut s, |s| {
-        s.q();
-        s.hook("kept");
-        atomic(s, |s| {
-            s.q();
-            s.hook("dropped");
-            s.st.query_failed(cause("42P01"), Some(Effect::Statement));
-            false
-        });
-        let sp = s.st.savepoint().expect("in a transaction");
-        s.q();
-        s.st.savepoint_rollback(sp).unwrap();
-        atomic(s, |s| {
-            s.q();
-            true
-        });
-        true
-    });
-    assert_eq!(s.ran, ["kept"]);
-    assert!(s.st.renew(true), "idle after the outermost block");
-    assert_eq!(format!("{:?}", s.st), new);
-    // Not idle: inside a block, or with autocommit other than the alias's.
-    s.st.enter(99, BlockOpts::default()).unwrap();
-    assert!(!s.st.renew(true));
-    let mut manual = TxState::<&'static str>::new(true, false);
-    manual.set_autocommit(false).unwrap();
-    assert!(!manual.renew(true));
-}
-
 /// A nested block of `s` entered by hand, so a test can fail statements inside it.
 fn enter_nested(s: &mut Sim) -> u64 {
     s.next += 1;
