@@ -1,6 +1,7 @@
 //! The state machine alone: the statement sequences of docs/semantics.md §9.5 and the odd paths.
 
 use super::*;
+use crate::classify::Effect;
 
 /// The cause of a failed statement with SQLSTATE-like `code`, as the executor records it.
 fn cause(code: &str) -> Cause {
