@@ -10,7 +10,7 @@ use std::str::FromStr;
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use crate::{args, expand, non_atomic, test_attr};
+use crate::{atomic, non_atomic, test_attr};
 
 /// Marsaglia's xorshift64.
 struct XorShift(u64);
@@ -148,7 +148,7 @@ fn check(args: &TokenStream) -> Vec<String> {
         async fn t() {}
     );
     let mut broken = Vec::new();
-    let atomic_ok = args::parse(args.clone()).is_ok();
+    let atomic_ok = atomic::args::parse(args.clone()).is_ok();
     let non_atomic_ok = non_atomic::parse(args.clone()).is_ok();
     let test_ok = test_attr::parse(args.clone()).is_ok();
     for (name, parsed, item, out) in [
@@ -156,7 +156,7 @@ fn check(args: &TokenStream) -> Vec<String> {
             "atomic",
             atomic_ok,
             &item,
-            expand::atomic(args.clone(), item.clone()),
+            atomic::atomic(args.clone(), item.clone()),
         ),
         (
             "non_atomic_requests",
@@ -199,7 +199,7 @@ fn check(args: &TokenStream) -> Vec<String> {
         quote!(async fn f() -> Result<(), E> { #args }),
         quote!(#args async fn f() {}),
     ] {
-        expand::atomic(TokenStream::new(), item.clone());
+        atomic::atomic(TokenStream::new(), item.clone());
         non_atomic::non_atomic_requests(TokenStream::new(), item.clone());
         test_attr::test(TokenStream::new(), item);
     }

@@ -6,11 +6,13 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod args;
-mod expand;
+mod atomic;
+mod emit;
 #[cfg(test)]
 mod fuzz;
+mod item;
 mod non_atomic;
+mod parse;
 mod test_attr;
 #[cfg(test)]
 mod test_util;
@@ -165,7 +167,7 @@ use proc_macro::TokenStream;
 /// at once, and the function is then emitted unchanged so the rest of the crate still compiles.
 #[proc_macro_attribute]
 pub fn atomic(args: TokenStream, item: TokenStream) -> TokenStream {
-    expand::atomic(args.into(), item.into()).into()
+    atomic::atomic(args.into(), item.into()).into()
 }
 
 /// Runs a request handler outside the per-request transaction that

@@ -2,16 +2,14 @@
 //! runs the handler's body outside the per-request transactions of the named aliases. The
 //! signature, attributes and body tokens are re-emitted unchanged, with their spans.
 
-use proc_macro2::{Delimiter, Group, Ident, Span, TokenStream};
-use quote::{ToTokens, quote, quote_spanned};
+use proc_macro2::TokenStream;
+use quote::quote;
 use syn::parse::{ParseStream, Parser};
-use syn::spanned::Spanned;
-use syn::{LitStr, Path, ReturnType, Signature, Type, token};
+use syn::{LitStr, Path, Signature};
 
-use crate::args::{self, Errors, Grammar};
-#[cfg(test)]
-use crate::args::{EMPTY_ALIAS, EMPTY_LIST, NOT_A_STRING};
-use crate::expand::{self, FnItem};
+use crate::emit::{self, Capture};
+use crate::item::{self, FnItem};
+use crate::parse::{AliasesAndCrate, Errors, Grammar, parse_arguments};
 
 const ATTR: &str = "#[non_atomic_requests]";
 const NOT_A_FN: &str =
@@ -21,13 +19,13 @@ const NOT_ASYNC: &str = "#[non_atomic_requests] can only be applied to an `async
 /// The arguments of one `#[non_atomic_requests(..)]`, validated.
 pub(crate) struct NonAtomicArgs {
     /// Every alias, in the order written, each once; `["default"]` when `using` is not given.
-    pub(crate) aliases: Vec<LitStr>,
+    aliases: Vec<LitStr>,
     /// `crate = "path"`, already parsed as a path.
-    pub(crate) krate: Option<Path>,
+    krate: Option<Path>,
 }
 
 /// The arguments `#[non_atomic_requests]` knows.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Name {
     Using,
     Crate,
@@ -53,8 +51,8 @@ pub(crate) fn parse(args: TokenStream) -> syn::Result<NonAtomicArgs> {
 }
 
 fn parse_args(input: ParseStream<'_>) -> syn::Result<NonAtomicArgs> {
-    let mut given = args::AliasesAndCrate::default();
-    args::parse_arguments(
+    let mut given = AliasesAndCrate::default();
+    parse_arguments(
         input,
         &NON_ATOMIC,
         |name, ident, value, errors| match name {
@@ -78,7 +76,7 @@ pub(crate) fn non_atomic_requests(args: TokenStream, item: TokenStream) -> Token
             Some(function)
         }
         Err(_) => {
-            errors.push(expand::not_a_function(item.clone(), NOT_A_FN, ATTR));
+            errors.push(item::not_a_function(item.clone(), NOT_A_FN, ATTR));
             None
         }
     };
@@ -92,21 +90,9 @@ pub(crate) fn non_atomic_requests(args: TokenStream, item: TokenStream) -> Token
 /// Checks everything about the signature that the expansion relies on. The return type can be
 /// anything: the body's value is passed through unchanged.
 fn check_signature(sig: &Signature, errors: &mut Errors) {
-    args::reject_const_and_variadic(sig, ATTR, errors);
+    item::reject_const_and_variadic(sig, ATTR, errors);
     if sig.asyncness.is_none() {
         errors.push(syn::Error::new(sig.fn_token.span, NOT_ASYNC));
-    }
-}
-
-/// The type to check the body against: the declared return type, with `impl Trait` (which a `let`
-/// cannot name) and a bare `!` (unstable outside a return type) left to inference.
-fn anchor_type(output: &ReturnType) -> TokenStream {
-    match output {
-        ReturnType::Default => quote!(()),
-        ReturnType::Type(_, ty) => match &**ty {
-            Type::Never(never) => quote_spanned!(never.bang_token.span=> _),
-            ty => expand::infer_impl_trait(ty).into_token_stream(),
-        },
     }
 }
 
@@ -120,14 +106,10 @@ fn wrap_body(args: NonAtomicArgs, function: FnItem) -> TokenStream {
         inner_attrs,
         body,
     } = function;
-    // A path given with `crate = ".."` keeps the span of its string, where rustc then reports a
-    // path that does not resolve.
-    let krate = match args.krate {
-        Some(path) => path.into_token_stream(),
-        None => quote!(::sqlx_atomic),
-    };
+    // The runtime's calls here take any future: only the path itself can fail, where written.
+    let krate = emit::crate_path(args.krate.as_ref(), None);
     let aliases = args.aliases;
-    let body = anchored_body(&sig, brace, body);
+    let body = emit::anchored_body(&sig, brace, body, Capture::Move);
 
     let mut tokens = quote!(#(#outer_attrs)* #vis #sig);
     brace.surround(&mut tokens, |tokens| {
@@ -140,54 +122,10 @@ fn wrap_body(args: NonAtomicArgs, function: FnItem) -> TokenStream {
     tokens
 }
 
-/// The user's body as an `async move` block whose output is the function's declared return type
-/// (also used by `#[sqlx_atomic::test]`).
-pub(crate) fn anchored_body(
-    sig: &Signature,
-    brace: token::Brace,
-    body: TokenStream,
-) -> TokenStream {
-    // The declared type, so that `?` and `.into()` in the body convert to it, and a mismatch is
-    // reported in the user's code, with the user's types. The never-taken `return` comes first so
-    // that the async block's output type is fixed before the body's own `return`s are checked
-    // (otherwise the first of them would decide it); the `let` gives the body's value that type
-    // as its expected type.
-    let anchor_type = anchor_type(&sig.output);
-    // The user's braces, so that a body of the wrong type is reported on the user's block.
-    let mut user_block = Group::new(Delimiter::Brace, body);
-    user_block.set_span(brace.span.join());
-    let ret = Ident::new("__sqlx_atomic_ret", Span::mixed_site());
-    // The same variable, located at the declared return type (or where it would be written), where
-    // rustc's "return type inferred to be .. here" then points.
-    let declared_at = match &sig.output {
-        ReturnType::Type(_, ty) => ty.span(),
-        ReturnType::Default => sig.paren_token.span.close(),
-    };
-    let declared_ret = Ident::new(
-        "__sqlx_atomic_ret",
-        Span::mixed_site().located_at(declared_at),
-    );
-    quote! {
-        async move {
-            if let ::core::option::Option::Some(#declared_ret) =
-                ::core::option::Option::None::<#anchor_type>
-            {
-                return #declared_ret;
-            }
-            // A body that is only a `panic!` (a `#[should_panic]` test, a `todo!()` handler)
-            // diverges inside the `let`: it is the user's whole body, not a sub-expression.
-            #[allow(clippy::diverging_sub_expression)]
-            let #ret: #anchor_type = #user_block;
-            // Unreachable when the body always returns early (`return`, `?`, a panic).
-            #[allow(unreachable_code)]
-            #ret
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parse::{EMPTY_ALIAS, EMPTY_LIST, NOT_A_STRING};
 
     fn aliases(args: TokenStream) -> Vec<String> {
         match parse(args.clone()) {

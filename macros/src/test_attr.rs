@@ -15,9 +15,11 @@ use syn::parse::{ParseStream, Parser};
 use syn::spanned::Spanned;
 use syn::{Attribute, Expr, ExprPath, LitStr, Meta, Path, TraitItemFn};
 
-use crate::args::{self, Errors, Grammar};
-use crate::expand::{self, FnItem};
-use crate::non_atomic::anchored_body;
+use crate::emit::{self, Capture};
+use crate::item::{self, FnItem};
+use crate::parse::{
+    AliasesAndCrate, Errors, Grammar, duplicate_argument, parse_arguments, ungroup,
+};
 
 const ATTR: &str = "#[sqlx_atomic::test]";
 const NOT_A_FN: &str = "#[sqlx_atomic::test] can only be applied to an `async fn` (a test)";
@@ -38,15 +40,15 @@ const NOT_A_PATH: &str = "`setup` takes the path of an `async fn()` to await bef
 /// The arguments of one `#[sqlx_atomic::test(..)]`, validated.
 pub(crate) struct TestArgs {
     /// Every alias, in the order written, each once; `["default"]` when `using` is not given.
-    pub(crate) aliases: Vec<LitStr>,
+    aliases: Vec<LitStr>,
     /// `setup = path`: the function to await before the transactions begin.
-    pub(crate) setup: Option<ExprPath>,
+    setup: Option<ExprPath>,
     /// `crate = "path"`, already parsed as a path.
-    pub(crate) krate: Option<Path>,
+    krate: Option<Path>,
 }
 
 /// The arguments `#[sqlx_atomic::test]` knows.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Name {
     Using,
     Setup,
@@ -75,15 +77,15 @@ pub(crate) fn parse(args: TokenStream) -> syn::Result<TestArgs> {
 }
 
 fn parse_args(input: ParseStream<'_>) -> syn::Result<TestArgs> {
-    let mut given = args::AliasesAndCrate::default();
+    let mut given = AliasesAndCrate::default();
     let (mut setup, mut setup_given) = (None, false);
-    args::parse_arguments(input, &TEST, |name, ident, value, errors| match name {
+    parse_arguments(input, &TEST, |name, ident, value, errors| match name {
         Name::Using => given.using(value, errors),
         Name::Setup => {
             if std::mem::replace(&mut setup_given, true) {
-                return errors.push(args::duplicate_argument(&ident));
+                return errors.push(duplicate_argument(&ident));
             }
-            match args::ungroup(value) {
+            match ungroup(value) {
                 Expr::Path(path) if path.attrs.is_empty() => setup = Some(path),
                 other => errors.push(syn::Error::new_spanned(other, NOT_A_PATH)),
             }
@@ -99,7 +101,7 @@ fn parse_args(input: ParseStream<'_>) -> syn::Result<TestArgs> {
 }
 
 /// What the expansion does with the function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Form {
     /// No other test attribute: make it a synchronous `#[test]` on the shared runtime.
     Replace,
@@ -141,7 +143,7 @@ fn not_a_function(item: TokenStream) -> syn::Error {
             head.extend(method.sig.ident.to_token_stream());
             syn::Error::new_spanned(head, NOT_A_FN_DECLARATION)
         }
-        _ => expand::not_a_function(item, NOT_A_FN, ATTR),
+        _ => item::not_a_function(item, NOT_A_FN, ATTR),
     }
 }
 
@@ -178,7 +180,7 @@ fn check(function: &FnItem, errors: &mut Errors) -> Form {
         .iter()
         .filter(|attr| is_test_attribute(attr))
         .collect();
-    args::reject_const_and_variadic(sig, ATTR, errors);
+    item::reject_const_and_variadic(sig, ATTR, errors);
     if sig.asyncness.is_none() {
         // A synchronous function with a test attribute is most likely the output of an async test
         // attribute written above ours (tokio's adds `#[::core::prelude::v1::test]`).
@@ -212,23 +214,19 @@ fn expand(args: TestArgs, function: FnItem, form: Form) -> TokenStream {
         inner_attrs,
         body,
     } = function;
-    // A path given with `crate = ".."` keeps the span of its string, where rustc then reports a
-    // path that does not resolve.
-    let krate = match args.krate {
-        Some(path) => path.into_token_stream(),
-        None => quote!(::sqlx_atomic),
-    };
+    // The runtime's calls here take any future: only the path itself can fail, where written.
+    let krate = emit::crate_path(args.krate.as_ref(), None);
     let aliases = args.aliases;
     // Located at the user's path, so that a setup function of the wrong type is reported there
     // rather than on the whole attribute.
     let setup = args.setup.map(|path| {
         let at = path.span();
-        let krate = expand::relocate(krate.clone(), at);
+        let krate = emit::crate_path(args.krate.as_ref(), Some(at));
         quote_spanned! {at=>
             #krate::testing::__setup(#path).await;
         }
     });
-    let body = anchored_body(&sig, brace, body);
+    let body = emit::anchored_body(&sig, brace, body, Capture::Move);
     let run = quote! {
         #setup
         #krate::testing::__prepare(&[#(#aliases),*]);
@@ -263,7 +261,7 @@ fn expand(args: TestArgs, function: FnItem, form: Form) -> TokenStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::args::{EMPTY_ALIAS, EMPTY_LIST, NOT_A_STRING};
+    use crate::parse::{EMPTY_ALIAS, EMPTY_LIST, NOT_A_STRING};
 
     fn parsed(args: TokenStream) -> TestArgs {
         match parse(args.clone()) {
