@@ -57,18 +57,20 @@ async fn exec(alias: &'static str, sql: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// The counter, read on `alias`'s node once it has applied everything committed before.
+/// The counter (row 1), read as `row` does.
 async fn counter(alias: &'static str, table: &str) -> i64 {
-    exec(alias, "SET SESSION wsrep_sync_wait = 1")
-        .await
-        .unwrap();
-    let n: i32 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT n FROM {table} WHERE id = 1")))
-        .fetch_one(sqlx_atomic::mysql(alias))
-        .await
-        .unwrap();
-    exec(alias, "SET SESSION wsrep_sync_wait = 0")
-        .await
-        .unwrap();
+    row(alias, table, 1).await
+}
+
+/// Row `id`'s counter, read on `alias`'s node once it has applied everything committed before
+/// (`wsrep_sync_wait` for this one statement).
+async fn row(alias: &'static str, table: &str, id: i64) -> i64 {
+    let n: i32 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SET STATEMENT wsrep_sync_wait = 1 FOR SELECT n FROM {table} WHERE id = {id}"
+    )))
+    .fetch_one(sqlx_atomic::mysql(alias))
+    .await
+    .unwrap();
     n.into()
 }
 
@@ -174,6 +176,59 @@ fn rule_11_2_galera_conflicts_in_nested_blocks_never_return_ok_without_committin
             "the nodes' writes conflicted ({attempts} attempts)"
         );
         assert_eq!(counter("g2", "galera_nested").await, 200);
+    }))
+    .unwrap();
+}
+
+/// With `innodb_rollback_on_timeout` (set on the cluster's nodes), a lock wait timeout (1205)
+/// rolls the whole transaction back: the library asks the server, fails every open block with
+/// the 1205, sends no ROLLBACK TO a savepoint that is gone, and `retry` runs the block again.
+#[test]
+fn rule_11_2_a_lock_wait_timeout_that_rolled_back_ends_the_transaction() {
+    if !setup() {
+        return;
+    }
+    RT.block_on(RT.spawn(async {
+        let table = "galera_lock_timeout";
+        exec("g1", &format!("DROP TABLE IF EXISTS {table}")).await.unwrap();
+        exec("g1", &format!("CREATE TABLE {table} (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)"))
+            .await
+            .unwrap();
+        exec("g1", &format!("INSERT INTO {table} VALUES (1, 0), (2, 0)")).await.unwrap();
+        let (locked_tx, locked_rx) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        // Holds row 1's lock until told to let go.
+        let holder = tokio::spawn(Atomic::new().using("g1").run(async move {
+            exec("g1", &format!("UPDATE {table} SET n = n + 1 WHERE id = 1")).await?;
+            locked_tx.send(()).unwrap();
+            done_rx.await.unwrap();
+            Ok::<_, Error>(())
+        }));
+        locked_rx.await.unwrap();
+        let attempts = AtomicU32::new(0);
+        let wait_for_row_1 = format!(
+            "SET STATEMENT innodb_lock_wait_timeout = 1 FOR UPDATE {table} SET n = n + 1 WHERE id = 1"
+        );
+        let r = Atomic::new()
+            .using("g1")
+            .run(async {
+                attempts.fetch_add(1, Ordering::Relaxed);
+                exec("g1", &format!("UPDATE {table} SET n = n + 1 WHERE id = 2")).await?;
+                let inner = Atomic::new().using("g1").run(exec("g1", &wait_for_row_1)).await;
+                let e = inner.expect_err("the lock wait times out");
+                assert!(!e.to_string().contains("does not exist"), "{e}");
+                // Caught: the outer body says Ok, but its transaction is gone.
+                Ok::<_, Error>(())
+            })
+            .await;
+        let e = r.expect_err("never Ok for work that was not kept");
+        assert_eq!(e.conflict(), Some(sqlx_atomic::Conflict::LockTimeout), "{e}");
+        assert!(e.is_retryable(), "{e}");
+        done_tx.send(()).unwrap();
+        holder.await.unwrap().unwrap();
+        // Row 2's update went with the transaction.
+        assert_eq!(row("g1", table, 2).await, 0);
+        assert_eq!(attempts.load(Ordering::Relaxed), 1);
     }))
     .unwrap();
 }

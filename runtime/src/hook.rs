@@ -29,7 +29,7 @@ pub(crate) trait Body: Send {
     fn call(self: Box<Self>) -> Ran;
     /// The closure's type name (for the capture helper).
     fn type_name(&self) -> &'static str;
-    /// The options set with [`OnCommit::name`] or [`OnCommit::robust`], if any.
+    /// The options set with [`OnCommit::name`](crate::OnCommit::name) or [`OnCommit::robust`](crate::OnCommit::robust), if any.
     fn options(&self) -> Option<&HookOptions> {
         None
     }
@@ -112,12 +112,12 @@ pub(crate) struct HookOptions {
 }
 
 impl Hook {
-    /// The name given with [`OnCommit::name`].
+    /// The name given with [`OnCommit::name`](crate::OnCommit::name).
     pub(crate) fn name(&self) -> Option<&str> {
         self.0.options()?.name.as_deref()
     }
 
-    /// Whether the hook was made [`robust`](OnCommit::robust).
+    /// Whether the hook was made [`robust`](crate::OnCommit::robust).
     pub(crate) fn robust(&self) -> bool {
         self.0.options().is_some_and(|o| o.robust)
     }
@@ -175,7 +175,7 @@ pub struct SyncHook<R>(PhantomData<R>);
 /// Marker for closures returning a future.
 pub struct AsyncHook<R>(PhantomData<R>);
 
-/// Something [`on_commit`] accepts: a closure `FnOnce() -> R` or `FnOnce() -> impl Future<Output = R>`,
+/// Something [`on_commit`](crate::on_commit) accepts: a closure `FnOnce() -> R` or `FnOnce() -> impl Future<Output = R>`,
 /// where `R` is `()` or `Result<(), E>`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be an on_commit hook",
