@@ -11,8 +11,9 @@
 //!    BEGIN costs without the library; and a SERIALIZABLE block beside the same transaction on
 //!    plain sqlx (`begin_with`).
 //!
-//! `cargo bench --all-features --bench conflicts` (`SQLX_ATOMIC_CONFLICT_ROUNDS`, default 6;
-//! `SQLX_ATOMIC_CONFLICT_CALLS`, default 400; `SQLX_ATOMIC_PAIRED_ROUNDS`, default 200).
+//! `cargo bench --all-features --bench conflicts`; `SQLX_ATOMIC_CONFLICT_ROUNDS` (default 6; 0
+//! skips the hot row), `SQLX_ATOMIC_CONFLICT_CALLS` (default 400), `SQLX_ATOMIC_PAIRED_ROUNDS`
+//! (default 200).
 
 mod common;
 
