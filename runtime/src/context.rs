@@ -1,14 +1,14 @@
 //! The context of one task (or one request, or one `scope`): an alias context per alias, created
 //! on first use, and the statement recorder.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::alias::{AliasCtx, Slot};
 use crate::config::AliasEntry;
-use crate::error::Error;
 use crate::record::Recorder;
-use crate::state::{BlockOpts, TxState};
+use crate::requests::blocks::RequestBlocks;
+use crate::state::TxState;
 use crate::sync::lock;
 
 /// The context of one task (or one request, or one [`scope`](crate::scope)).
@@ -17,28 +17,16 @@ pub(crate) struct Context {
     aliases: Box<[OnceLock<Arc<AliasCtx>>]>,
     /// The aliases of a context created before the registry was installed.
     late: Mutex<Vec<Option<Arc<AliasCtx>>>>,
-    /// An error to turn the request's response into a 500 (see the web layer).
-    pub(crate) request_error: Mutex<Option<Error>>,
     next_block: AtomicU64,
     pub(crate) recorder: Option<Recorder>,
-    /// The request's outermost blocks: `deferred[k]` is the alias index of the block with id
-    /// `k + 1`. Each is entered when the alias's context is first created, so a request that
-    /// never touches an alias costs it nothing (see the web layer).
-    deferred: &'static [usize],
-    /// The request's blocks were ended (the web layer's exits ran to the end).
-    request_ended: AtomicBool,
+    /// A request's context: its deferred outermost blocks (see the web layer).
+    pub(crate) request: Option<RequestBlocks>,
 }
 
 impl Drop for Context {
     fn drop(&mut self) {
-        // A request's context dropped before its exits ran: the request's future was dropped
-        // (7.1). Its blocks are left in failure, innermost first; a transaction's connection is
-        // rolled back or closed in the background.
-        if self.deferred.is_empty() || *self.request_ended.get_mut() {
-            return;
-        }
-        for (id, actx) in self.request_blocks().rev() {
-            actx.cancel_block(id);
+        if let Some(request) = &self.request {
+            request.cancel_unended(|index| self.existing_alias(index));
         }
     }
 }
@@ -46,47 +34,30 @@ impl Drop for Context {
 impl Context {
     /// A plain context (no request blocks); `record`: with a statement recorder.
     pub(crate) fn new(record: bool) -> Arc<Self> {
-        Self::with_deferred(record, &[])
+        Self::with(record, None)
     }
 
-    /// The context of one request, with a deferred outermost block on each alias of `aliases`
-    /// (registry indices), whose ids are 1, 2, … in that order.
-    pub(crate) fn for_request(aliases: &'static [usize]) -> Arc<Self> {
-        Self::with_deferred(false, aliases)
+    /// The context of one request, with its deferred outermost blocks.
+    pub(crate) fn for_request(request: RequestBlocks) -> Arc<Self> {
+        Self::with(false, Some(request))
     }
 
-    fn with_deferred(record: bool, deferred: &'static [usize]) -> Arc<Self> {
+    fn with(record: bool, request: Option<RequestBlocks>) -> Arc<Self> {
         Arc::new(Context {
             aliases: (0..crate::config::registry().map_or(0, |r| r.entries.len()))
                 .map(|_| OnceLock::new())
                 .collect(),
             late: Mutex::new(Vec::new()),
-            request_error: Mutex::new(None),
-            next_block: AtomicU64::new(deferred.len() as u64 + 1),
+            // Block ids after the request's own (1, 2, …).
+            next_block: AtomicU64::new(request.as_ref().map_or(0, RequestBlocks::count) + 1),
             recorder: record.then(Recorder::default),
-            deferred,
-            request_ended: AtomicBool::new(false),
+            request,
         })
     }
 
-    /// The request's blocks were ended: nothing is left to cancel when the context is dropped.
-    #[cfg(feature = "tower")]
-    pub(crate) fn request_ended(&self) {
-        self.request_ended.store(true, Ordering::Relaxed);
-    }
-
-    /// The request's blocks (ids 1, 2, … in registry order) on the aliases the request touched,
-    /// with their alias contexts; an alias the request never touched has none and nothing to end.
-    pub(crate) fn request_blocks(&self) -> impl DoubleEndedIterator<Item = (u64, Arc<AliasCtx>)> {
-        self.deferred
-            .iter()
-            .enumerate()
-            .filter_map(|(k, &index)| Some((k as u64 + 1, self.existing_alias(index)?)))
-    }
-
-    /// The id of the request's deferred block on alias `index`.
+    /// The id of the request's deferred block on alias `index`, if any.
     pub(crate) fn deferred_block(&self, index: usize) -> Option<u64> {
-        deferred_block(self.deferred, index)
+        self.request.as_ref()?.block_on(index)
     }
 
     /// The alias's context if this task has created it, without creating it.
@@ -127,18 +98,8 @@ impl Context {
 
     fn new_alias(self: &Arc<Self>, entry: &'static Arc<AliasEntry>) -> Arc<AliasCtx> {
         let mut state = TxState::new(entry.db.autocommit, entry.tracks_abort());
-        if let Some(id) = self.deferred_block(entry.index) {
-            // The request's block on this alias begins now, lazily as any block.
-            match state.enter(id, BlockOpts::default()) {
-                Ok(()) => {
-                    tracing::trace!(target: "sqlx_atomic", alias = %entry.name, depth = 1, "request block entered");
-                }
-                Err(kind) => {
-                    let error = Error::at(&entry.name, kind);
-                    tracing::error!(target: "sqlx_atomic", error = %error, "the request transaction could not begin");
-                    lock(&self.request_error).get_or_insert(error);
-                }
-            }
+        if let Some(request) = &self.request {
+            request.enter(entry, &mut state);
         }
         Arc::new(AliasCtx {
             entry,
@@ -148,13 +109,4 @@ impl Context {
             freed: tokio::sync::Notify::new(),
         })
     }
-}
-
-/// The id of the deferred block on alias `index` among a request's `deferred` blocks
-/// (`deferred[k]` has id `k + 1`).
-fn deferred_block(deferred: &[usize], index: usize) -> Option<u64> {
-    deferred
-        .iter()
-        .position(|&i| i == index)
-        .map(|k| k as u64 + 1)
 }

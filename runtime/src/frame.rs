@@ -73,7 +73,9 @@ impl Frame {
     /// The task's context, created on first use for a request's frame.
     pub(crate) fn ctx(&self) -> &Arc<Context> {
         self.ctx.get_or_init(|| {
-            Context::for_request(crate::config::registry().map_or(&[], |r| &r.request_aliases))
+            Context::for_request(crate::requests::blocks::RequestBlocks::new(
+                crate::config::registry().map_or(&[], |r| &r.request_aliases),
+            ))
         })
     }
 

@@ -1,6 +1,8 @@
 //! Per-request transactions (Django's `ATOMIC_REQUESTS`, docs/semantics.md §8): a tower layer, and the
 //! opt-out used by `#[non_atomic_requests]`.
 
+pub(crate) mod blocks;
+
 use crate::config::lookup;
 use crate::error::Error;
 use crate::frame::Frame;
@@ -27,7 +29,10 @@ pub fn __non_atomic_requests<F: Future>(
             Ok(child) => child.scope(body).await,
             Err(e) => {
                 tracing::error!(target: "sqlx_atomic", error = %e, "non_atomic_requests failed");
-                *lock(&frame.ctx().request_error) = Some(e);
+                // Outside a request (no layer) there is no response to fail: the log says it.
+                if let Some(request) = &frame.ctx().request {
+                    *lock(&request.error) = Some(e);
+                }
                 body.await
             }
         }
@@ -72,6 +77,7 @@ mod layer {
     use http::{Request, Response, StatusCode};
     use tokio::task::futures::TaskLocalFuture;
 
+    use super::blocks::RequestBlocks;
     use crate::block::end_block;
     use crate::config::{is_installed, registry};
     use crate::context::Context;
@@ -401,17 +407,18 @@ mod layer {
         predicate: Predicate,
         outcome: Result<Result<Response<B>, E>, Panic>,
     ) -> Result<Response<B>, E> {
+        let request = ctx.request.as_ref().expect("a request's context");
         let rollback = match &outcome {
             Ok(Ok(resp)) => predicate.rolls_back(resp.status()),
             Ok(Err(_)) | Err(_) => true,
-        } || lock(&ctx.request_error).is_some();
-        let ran = AssertUnwindSafe(end_request(&ctx, rollback))
+        } || lock(&request.error).is_some();
+        let ran = AssertUnwindSafe(end_request(&ctx, request, rollback))
             .catch_unwind()
             .await;
         // Dropped before this point (the request's future was), the context cancels the
         // request's blocks itself.
-        ctx.request_ended();
-        let request_error = lock(&ctx.request_error).take();
+        request.end();
+        let request_error = lock(&request.error).take();
         let failure = match ran {
             Ok(failure) => failure,
             // A hook panicked (the handler's own panic is caught above).
@@ -429,9 +436,9 @@ mod layer {
     /// of `Databases::add`; returns the first failure. An alias the request never touched has no
     /// context and nothing to end. The exits (and the hooks they run) run outside the request's
     /// frame, as an outermost block's exit does: no block is open any more.
-    async fn end_request(ctx: &Context, rollback: bool) -> Option<Error> {
+    async fn end_request(ctx: &Context, request: &RequestBlocks, rollback: bool) -> Option<Error> {
         let mut failure = None;
-        for (id, actx) in ctx.request_blocks().rev() {
+        for (id, actx) in request.blocks(|index| ctx.existing_alias(index)).rev() {
             // After a COMMIT failed, the aliases still open roll back (as an inner block's error
             // fails the blocks around it); those already committed stay committed.
             if rollback || failure.is_some() {
