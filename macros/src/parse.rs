@@ -322,10 +322,7 @@ mod tests {
     use crate::atomic::args::{AtomicArgs, parse};
 
     fn ok(args: TokenStream) -> AtomicArgs {
-        match parse(args.clone()) {
-            Ok(parsed) => parsed,
-            Err(error) => panic!("`{args}` should parse, got: {error}"),
-        }
+        crate::test_util::parsed(parse, args)
     }
 
     fn errors(args: TokenStream) -> Vec<String> {

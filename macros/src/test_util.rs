@@ -33,6 +33,14 @@ pub(crate) fn rejected(
     messages
 }
 
+/// What an argument parser made of `args`; panics with its message if it refused them.
+pub(crate) fn parsed<T>(parse: impl FnOnce(TokenStream) -> syn::Result<T>, args: TokenStream) -> T {
+    match parse(args.clone()) {
+        Ok(parsed) => parsed,
+        Err(error) => panic!("`{args}` should parse, got: {error}"),
+    }
+}
+
 /// Every message an argument parser reported for `args`, in order; panics if it accepted them.
 pub(crate) fn errors<T>(
     parse: impl FnOnce(TokenStream) -> syn::Result<T>,

@@ -276,10 +276,7 @@ mod tests {
     use quote::quote;
 
     fn ok(args: TokenStream) -> AtomicArgs {
-        match parse(args.clone()) {
-            Ok(parsed) => parsed,
-            Err(error) => panic!("`{args}` should parse, got: {error}"),
-        }
+        crate::test_util::parsed(parse, args)
     }
 
     fn errors(args: TokenStream) -> Vec<String> {
