@@ -4,11 +4,82 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use sqlx::Pool;
 
 use crate::backend::{AnyPool, Backend, BackendKind};
 use crate::error::{Error, ErrorKind};
+
+/// The size and timeouts of a pool that [`Database::connect_lazy_with`] builds; what is not set
+/// keeps sqlx's default (at most 10 connections, none kept open, a 30 s acquire timeout, idle
+/// connections closed after 10 minutes, every connection after 30 minutes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolConfig {
+    max_connections: Option<u32>,
+    min_connections: Option<u32>,
+    acquire_timeout: Option<Duration>,
+    idle_timeout: Option<Option<Duration>>,
+    max_lifetime: Option<Option<Duration>>,
+}
+
+impl PoolConfig {
+    /// sqlx's defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The most connections the pool opens.
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = Some(max);
+        self
+    }
+
+    /// The connections the pool keeps open even when idle.
+    pub fn min_connections(mut self, min: u32) -> Self {
+        self.min_connections = Some(min);
+        self
+    }
+
+    /// How long taking a connection may wait before it fails (`PoolTimedOut`, naming the alias).
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = Some(timeout);
+        self
+    }
+
+    /// How long a connection may stay idle before it is closed; `None`: never.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// How long a connection may live before it is closed; `None`: for ever.
+    pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.max_lifetime = Some(lifetime);
+        self
+    }
+
+    /// sqlx's pool options with these settings.
+    fn options<DB: sqlx::Database>(self) -> sqlx::pool::PoolOptions<DB> {
+        let mut options = sqlx::pool::PoolOptions::new();
+        if let Some(max) = self.max_connections {
+            options = options.max_connections(max);
+        }
+        if let Some(min) = self.min_connections {
+            options = options.min_connections(min);
+        }
+        if let Some(timeout) = self.acquire_timeout {
+            options = options.acquire_timeout(timeout);
+        }
+        if let Some(timeout) = self.idle_timeout {
+            options = options.idle_timeout(timeout);
+        }
+        if let Some(lifetime) = self.max_lifetime {
+            options = options.max_lifetime(lifetime);
+        }
+        options
+    }
+}
 
 /// One configured database: its pool and its transaction settings.
 ///
@@ -35,6 +106,23 @@ impl Database {
     ///
     /// Must be called inside a tokio runtime. The URL's password never appears in any output.
     pub fn connect_lazy(url: &str) -> Result<Self, Error> {
+        Self::connect_lazy_with(url, PoolConfig::default())
+    }
+
+    /// [`connect_lazy`](Self::connect_lazy) with the pool's size and timeouts. The pool keeps the
+    /// library's connection test (a transaction's BEGIN tests its idle connection).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sqlx_atomic::Error> {
+    /// use std::time::Duration;
+    /// use sqlx_atomic::{Database, PoolConfig};
+    /// let db = Database::connect_lazy_with(
+    ///     "sqlite::memory:",
+    ///     PoolConfig::new().max_connections(4).acquire_timeout(Duration::from_secs(5)),
+    /// )?;
+    /// # let _ = db; Ok(()) }
+    /// ```
+    pub fn connect_lazy_with(url: &str, config: PoolConfig) -> Result<Self, Error> {
         let display = redact_url(url);
         let scheme = url.split(':').next().unwrap_or("").to_ascii_lowercase();
         let fail = |why: String| Error::new(None, ErrorKind::InvalidConfig(scrub(&why, url)));
@@ -46,11 +134,17 @@ impl Database {
         let pool = match scheme.as_str() {
             #[cfg(feature = "sqlite")]
             "sqlite" => AnyPool::Sqlite(
-                Pool::connect_lazy(url).map_err(|e| fail(format!("{display}: {e}")))?,
+                config
+                    .options()
+                    .connect_lazy(url)
+                    .map_err(|e| fail(format!("{display}: {e}")))?,
             ),
             #[cfg(feature = "postgres")]
             "postgres" | "postgresql" => AnyPool::Postgres(
-                Pool::connect_lazy(url).map_err(|e| fail(format!("{display}: {e}")))?,
+                config
+                    .options()
+                    .connect_lazy(url)
+                    .map_err(|e| fail(format!("{display}: {e}")))?,
             ),
             #[cfg(feature = "mysql")]
             "mysql" | "mariadb" => {
@@ -60,7 +154,10 @@ impl Database {
                     url.to_owned()
                 };
                 AnyPool::MySql(
-                    Pool::connect_lazy(&url).map_err(|e| fail(format!("{display}: {e}")))?,
+                    config
+                        .options()
+                        .connect_lazy(&url)
+                        .map_err(|e| fail(format!("{display}: {e}")))?,
                 )
             }
             _ => {
@@ -427,6 +524,38 @@ pub fn pool<DB: Backend>(alias: &str) -> Result<Pool<DB>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn a_pool_config_reaches_the_pool() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let _in_runtime = rt.enter();
+        let config = PoolConfig::new()
+            .max_connections(3)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_millis(1500))
+            .idle_timeout(None)
+            .max_lifetime(Some(Duration::from_secs(60)));
+        let db = Database::connect_lazy_with("sqlite::memory:", config).unwrap();
+        let AnyPool::Sqlite(pool) = &db.pool else {
+            panic!("a SQLite pool");
+        };
+        let options = pool.options();
+        assert_eq!(options.get_max_connections(), 3);
+        assert_eq!(options.get_min_connections(), 1);
+        assert_eq!(options.get_acquire_timeout(), Duration::from_millis(1500));
+        assert_eq!(options.get_idle_timeout(), None);
+        assert_eq!(options.get_max_lifetime(), Some(Duration::from_secs(60)));
+        assert!(db.test_with_begin, "the BEGIN stays the connection test");
+        // Unset, sqlx's defaults.
+        let db = Database::connect_lazy("sqlite::memory:").unwrap();
+        let AnyPool::Sqlite(pool) = &db.pool else {
+            panic!("a SQLite pool");
+        };
+        assert_eq!(pool.options().get_max_connections(), 10);
+    }
 
     #[test]
     fn redacts_passwords() {
