@@ -150,6 +150,16 @@ impl AnyPool {
         dispatch!(AnyPool, self, p => p.try_acquire().map(Backend::__wrap_conn))
     }
 
+    /// Opens one connection with the pool's connect options, outside the pool, and closes it:
+    /// whether the server can be reached and logged into now, and if not, why.
+    pub(crate) async fn try_connect(&self) -> Result<(), sqlx::Error> {
+        async fn go<DB: Database>(pool: &Pool<DB>) -> Result<(), sqlx::Error> {
+            use sqlx::{ConnectOptions, Connection};
+            pool.connect_options().connect().await?.close().await
+        }
+        dispatch!(AnyPool, self, p => go(p).await)
+    }
+
     // sqlx's futures are large (kilobytes) and every backend's would sit side by side in the
     // futures of the blocks that await them, copied at each move: they are boxed here, where they
     // are made (one allocation beside a round trip to the server).

@@ -487,6 +487,41 @@ pub fn installed_aliases() -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Checks at start-up that every installed database can be connected to now, each within
+/// `timeout` and all at once: the first failure names the alias, the database (password hidden)
+/// and the cause, instead of a pool time-out at the first query.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sqlx_atomic::Error> {
+/// use std::time::Duration;
+/// sqlx_atomic::Databases::new()
+///     .add("default", sqlx_atomic::Database::connect_lazy("sqlite::memory:")?)
+///     .install()?;
+/// sqlx_atomic::check_databases(Duration::from_secs(5)).await?;
+/// # Ok(()) }
+/// ```
+pub async fn check_databases(timeout: Duration) -> Result<(), Error> {
+    let registry = registry()?;
+    let checks = registry.entries.iter().map(|entry| async move {
+        let cause = match tokio::time::timeout(timeout, entry.db.pool.try_connect()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {timeout:?}"),
+        };
+        Err(Error::at(
+            &entry.name,
+            ErrorKind::Unreachable {
+                database: entry.db.display.clone(),
+                cause,
+            },
+        ))
+    });
+    futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .collect()
+}
+
 #[inline]
 pub(crate) fn lookup(alias: &str) -> Result<&'static Arc<AliasEntry>, Error> {
     // Every query and hook looks its alias up: the hit returns a pointer.

@@ -116,6 +116,19 @@ pub enum ErrorKind {
         /// The alias's backend.
         backend: &'static str,
     },
+    /// A database could not be reached (see [`check_databases`](crate::check_databases)).
+    Unreachable {
+        /// The database's URL, password hidden.
+        database: String,
+        /// Why: the connection error, or that the server did not answer in time.
+        cause: String,
+    },
+    /// No connection could be taken from the alias's pool within its acquire timeout.
+    PoolTimedOut {
+        /// Why a new connection could not be opened either, when that was the reason; `None`
+        /// when the server answers and every connection of the pool was in use.
+        cause: Option<String>,
+    },
     /// A nested block's transaction option differs from the outermost block's: options belong
     /// to the transaction, so a nested block must repeat them or leave them out.
     OptionMismatch(&'static str),
@@ -364,6 +377,18 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Unsupported { option, backend } => {
                 write!(f, "the transaction option `{option}` is not supported by {backend}")
             }
+            ErrorKind::Unreachable { database, cause } => {
+                write!(f, "cannot connect to {database}: {cause}")
+            }
+            ErrorKind::PoolTimedOut { cause: Some(cause) } => write!(
+                f,
+                "no connection could be taken from the pool in time: a new connection fails: {cause}"
+            ),
+            ErrorKind::PoolTimedOut { cause: None } => f.write_str(
+                "no connection could be taken from the pool in time: every connection was in use \
+                 (a larger pool, or shorter transactions; a task that holds one while it waits for \
+                 another waits for itself)",
+            ),
             ErrorKind::OptionMismatch(option) => write!(
                 f,
                 "a nested block's `{option}` differs from its transaction's: options belong to the \

@@ -108,7 +108,14 @@ impl Lease {
             .pool
             .acquire()
             .await
-            .map_err(|e| Error::from(e).with_alias(self.actx.name()))?;
+            .map_err(|e| Error::from(e).with_alias(self.actx.name()));
+        let conn = match conn {
+            Ok(conn) => conn,
+            Err(e) if matches!(e.as_sqlx(), Some(sqlx::Error::PoolTimedOut)) => {
+                return Err(Box::pin(pool_timed_out(&self.actx)).await);
+            }
+            Err(e) => return Err(e),
+        };
         self.conn = Some(conn);
         self.untested = false;
         Ok(())
@@ -285,4 +292,21 @@ fn debug_control(actx: &AliasCtx, text: &crate::backend::ControlText<'_>) {
         statement = %text,
         "transaction control"
     );
+}
+
+/// The alias's pool timed out: says why, by opening one connection outside the pool (within two
+/// seconds): a server that cannot be reached names its error; one that answers means every
+/// connection was in use.
+async fn pool_timed_out(actx: &AliasCtx) -> Error {
+    let probe = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        actx.entry.db.pool.try_connect(),
+    )
+    .await;
+    let cause = match probe {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("the server did not answer within 2 s".to_owned()),
+    };
+    actx.err(ErrorKind::PoolTimedOut { cause })
 }

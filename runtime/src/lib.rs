@@ -31,7 +31,9 @@ mod transaction;
 pub use backend::Backend;
 pub use block::{Atomic, AtomicResult, AtomicRetry, Attempts};
 pub use classify::{Cause, Conflict};
-pub use config::{Database, Databases, PoolConfig, installed_aliases, is_installed, pool};
+pub use config::{
+    Database, Databases, PoolConfig, check_databases, installed_aliases, is_installed, pool,
+};
 pub use error::{BoxError, Error, ErrorKind};
 pub use executor::Handle;
 #[cfg(feature = "mysql")]
