@@ -46,13 +46,21 @@ impl Errors {
     }
 
     /// What an attribute that found mistakes expands to: the `compile_error!`s, then the item
-    /// unchanged, so that the rest of the crate still type-checks.
+    /// unchanged, so that the rest of the crate still type-checks. A variadic function is left
+    /// out: it cannot compile (an `async fn` cannot be C-variadic), and rustc's own errors about
+    /// it would only bury the attribute's message.
     pub(crate) fn then_item(self, item: TokenStream) -> TokenStream {
         let mut tokens = self
             .0
             .map(syn::Error::into_compile_error)
             .unwrap_or_default();
-        tokens.extend(item);
+        let variadic = matches!(
+            syn::parse2::<syn::Item>(item.clone()),
+            Ok(syn::Item::Fn(function)) if function.sig.variadic.is_some()
+        );
+        if !variadic {
+            tokens.extend(item);
+        }
         tokens
     }
 }
@@ -331,6 +339,21 @@ mod tests {
 
     fn errors_str(args: &str) -> Vec<String> {
         crate::test_util::errors_str(parse, args)
+    }
+
+    #[test]
+    fn a_variadic_function_is_not_emitted_again() {
+        let out = crate::atomic::atomic(
+            quote!(),
+            quote!(
+                async unsafe extern "C" fn f(n: i32, rest: ...) -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        )
+        .to_string();
+        assert!(out.contains("variadic function"), "{out}");
+        assert!(!out.contains("fn f"), "{out}");
     }
 
     #[test]
