@@ -179,10 +179,7 @@ impl Lease {
                 .as_deref()
                 .or(self.actx.entry.db.begin.as_deref());
             let text = crate::backend::ControlText { stmt, begin };
-            debug_control(&self.actx, &text);
-            if self.actx.recording() {
-                self.actx.record(&text.to_string());
-            }
+            announce(&self.actx, &text);
             let conn = self.conn.as_mut().expect("checked above");
             let mut sent = conn.control(stmt, begin).await;
             // The connection was taken idle without a ping: this statement was its test.
@@ -215,10 +212,7 @@ impl Lease {
             stmt: Control::Rollback,
             begin: None,
         };
-        debug_control(&self.actx, &text);
-        if self.actx.recording() {
-            self.actx.record(&text.to_string());
-        }
+        announce(&self.actx, &text);
         conn.start_rollback();
         true
     }
@@ -283,8 +277,12 @@ impl Drop for Lease {
     }
 }
 
-/// A control statement's event (its depth is read only when a subscriber wants it).
-fn debug_control(actx: &AliasCtx, text: &crate::backend::ControlText<'_>) {
+/// A control statement about to go out: its DEBUG event (its depth is read only when a subscriber
+/// wants it), and its text for the statement recorder, if the scope records.
+fn announce(actx: &AliasCtx, text: &crate::backend::ControlText<'_>) {
+    if actx.recording() {
+        actx.record(&text.to_string());
+    }
     tracing::debug!(
         target: "sqlx_atomic",
         alias = %actx.entry.name,

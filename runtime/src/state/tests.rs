@@ -369,18 +369,7 @@ fn rule_7_1_cancelled_nested_owes_rollback_to() {
         s.q();
         true
     });
-    assert_eq!(
-        s.log,
-        [
-            "BEGIN",
-            "Q",
-            "SAVEPOINT sqlx_atomic_sp1",
-            "Q",
-            "ROLLBACK TO SAVEPOINT sqlx_atomic_sp1",
-            "Q",
-            "COMMIT"
-        ]
-    );
+    assert_eq!(s.log, SAVEPOINT_ROLLED_BACK_THEN_COMMIT);
 }
 
 #[test]
@@ -441,6 +430,18 @@ fn rule_7_2_failed_control_statement_then_cleared_flag_is_not_success() {
     assert!(plan.close_connection, "the connection's state is unknown");
 }
 
+/// A transaction that queried, whose nested block queried and was rolled back to its savepoint,
+/// and that then queried again and committed.
+const SAVEPOINT_ROLLED_BACK_THEN_COMMIT: [&str; 7] = [
+    "BEGIN",
+    "Q",
+    "SAVEPOINT sqlx_atomic_sp1",
+    "Q",
+    "ROLLBACK TO SAVEPOINT sqlx_atomic_sp1",
+    "Q",
+    "COMMIT",
+];
+
 /// A nested block of `s` entered by hand, so a test can fail statements inside it.
 fn enter_nested(s: &mut Sim) -> u64 {
     s.next += 1;
@@ -492,18 +493,7 @@ fn rule_11_1_a_savepoint_rolled_back_for_an_error_reports_it() {
         true
     });
     assert!(matches!(&inner_error, Some(ErrorKind::RolledBack(c)) if c.code() == Some("23505")));
-    assert_eq!(
-        s.log,
-        [
-            "BEGIN",
-            "Q",
-            "SAVEPOINT sqlx_atomic_sp1",
-            "Q",
-            "ROLLBACK TO SAVEPOINT sqlx_atomic_sp1",
-            "Q",
-            "COMMIT"
-        ]
-    );
+    assert_eq!(s.log, SAVEPOINT_ROLLED_BACK_THEN_COMMIT);
 }
 
 #[test]
