@@ -182,12 +182,15 @@ impl Error {
         matches!(&self.0.kind, ErrorKind::Sqlx(sqlx::Error::Database(_)))
     }
 
-    /// Turns this error into an `sqlx::Error`: the sqlx error itself, or ours wrapped in
+    /// Turns this error into an `sqlx::Error`: the sqlx error itself (a database error keeps the
+    /// alias, see [`AliasedDatabaseError`](crate::AliasedDatabaseError)), or ours wrapped in
     /// `sqlx::Error::Configuration` (recovered by `From<sqlx::Error> for Error`).
     pub fn into_sqlx(self) -> sqlx::Error {
-        match self.0.kind {
-            ErrorKind::Sqlx(e) => e,
-            _ => sqlx::Error::Configuration(Box::new(self)),
+        let Inner { alias, kind } = *self.0;
+        match (kind, alias) {
+            (ErrorKind::Sqlx(e), Some(alias)) => crate::aliased::with_alias(e, &alias),
+            (ErrorKind::Sqlx(e), None) => e,
+            (kind, alias) => sqlx::Error::Configuration(Box::new(Error::make(alias, kind))),
         }
     }
 
@@ -263,13 +266,18 @@ impl Error {
 }
 
 impl From<sqlx::Error> for Error {
+    /// Recovers the library's own error that passed through sqlx, and the alias of a statement's
+    /// database error ([`AliasedDatabaseError`](crate::AliasedDatabaseError)).
     fn from(e: sqlx::Error) -> Self {
         match e {
             sqlx::Error::Configuration(inner) => match inner.downcast::<Error>() {
                 Ok(ours) => *ours,
                 Err(other) => Error::make(None, ErrorKind::Sqlx(sqlx::Error::Configuration(other))),
             },
-            e => Error::make(None, ErrorKind::Sqlx(e)),
+            e => {
+                let (e, alias) = crate::aliased::split(e);
+                Error::make(alias, ErrorKind::Sqlx(e))
+            }
         }
     }
 }
@@ -411,8 +419,13 @@ impl fmt::Display for Error {
     }
 }
 
+/// `Debug` is the `Display` message, which names the alias and says what to do, because that is
+/// what `unwrap()`, `expect()` and a `main` returning `Result` print; `{:#?}` gives the fields.
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !f.alternate() {
+            return fmt::Display::fmt(self, f);
+        }
         f.debug_struct("Error")
             .field("alias", &self.0.alias)
             .field("kind", &self.0.kind)

@@ -12,6 +12,7 @@ use futures_util::TryStreamExt;
 use sqlx::{Database, Either, Execute, Executor, Pool, SqlStr};
 
 use crate::alias::AliasCtx;
+use crate::aliased::with_alias;
 use crate::backend::{Backend, connection_gone};
 use crate::classify::{Cause, Effect, effect_of, is_lock_timeout};
 use crate::config::lookup;
@@ -268,7 +269,7 @@ macro_rules! one_shot {
                 inner: $query,
                 actx,
             };
-            match target {
+            let result = match target {
                 Target::Pool(pool) => pool.$method(query).await,
                 Target::Conn(mut lease) => {
                     lease.set_phase(Phase::Query);
@@ -277,7 +278,8 @@ macro_rules! one_shot {
                     finish(&mut lease, &result).await;
                     result
                 }
-            }
+            };
+            result.map_err(|e| with_alias(e, &$handle.alias))
         })
     };
 }
@@ -302,7 +304,7 @@ where
             match target {
                 Target::Pool(pool) => {
                     let mut s = pool.fetch_many(query);
-                    while let Some(v) = s.try_next().await? {
+                    while let Some(v) = s.try_next().await.map_err(|e| with_alias(e, &self.alias))? {
                         yield v;
                     }
                 }
@@ -320,7 +322,7 @@ where
                         }
                     };
                     finish(&mut lease, &result).await;
-                    result?;
+                    result.map_err(|e| with_alias(e, &self.alias))?;
                 }
             }
         })
@@ -362,7 +364,9 @@ where
             // Preparing needs no transaction: the statement is prepared on a pooled connection,
             // never on the task's own.
             let pool = crate::config::pool::<DB>(&self.alias).map_err(sqlx_err)?;
-            pool.prepare_with(sql, parameters).await
+            pool.prepare_with(sql, parameters)
+                .await
+                .map_err(|e| with_alias(e, &self.alias))
         })
     }
 
@@ -370,7 +374,9 @@ where
     fn describe<'e>(self, sql: SqlStr) -> BoxFuture<'e, Result<sqlx::Describe<DB>, sqlx::Error>> {
         Box::pin(async move {
             let pool = crate::config::pool::<DB>(&self.alias).map_err(sqlx_err)?;
-            pool.describe(sql).await
+            pool.describe(sql)
+                .await
+                .map_err(|e| with_alias(e, &self.alias))
         })
     }
 }

@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 mod alias;
+mod aliased;
 mod backend;
 mod block;
 mod classify;
@@ -28,6 +29,7 @@ mod sync;
 pub mod testing;
 mod transaction;
 
+pub use aliased::{AliasedDatabaseError, alias_of};
 pub use backend::Backend;
 pub use block::{Atomic, AtomicResult, AtomicRetry, Attempts};
 pub use classify::{Cause, Conflict};

@@ -18,10 +18,61 @@ t!(rule_11_1_an_ignored_error_fails_the_outermost_block, |fx| {
     assert_eq!(e.alias(), Some(B.alias()));
     assert!(e.code().is_some(), "the first error's code is reachable: {e}");
     assert!(e.to_string().contains("rolled back, not committed"), "{e}");
+    // What `unwrap()` prints is the message, alias included.
+    assert_eq!(format!("{e:?}"), e.to_string());
+    assert!(format!("{e:#?}").contains("RolledBack"), "{e:#?}");
     assert!(!e.is_retryable(), "a NOT NULL violation is no conflict");
     assert_eq!(fx.committed().await, Vec::<i64>::new());
     assert!(fx.ran().is_empty(), "no hook for rolled-back work");
 });
+
+t!(rule_11_5_a_statement_error_names_its_alias_and_keeps_the_servers_error, |fx| {
+    use futures::TryStreamExt;
+    let null = || AssertSqlSafe(format!("INSERT INTO {} (v) VALUES (NULL)", fx.table));
+    // In autocommit, on the pool.
+    let e = sqlx::query(null()).execute(db()).await.unwrap_err();
+    check_statement_error(&e);
+    // Inside a block, on the task's connection, and through a stream.
+    atomic()
+        .run(async {
+            let e = sqlx::query(null()).execute(db()).await.unwrap_err();
+            check_statement_error(&e);
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap_err();
+    atomic()
+        .run(async {
+            let e = sqlx::query(null()).fetch(db()).try_collect::<Vec<_>>().await.unwrap_err();
+            check_statement_error(&e);
+            // `?` into the library's error keeps the alias and the server's error.
+            let ours = Error::from(e);
+            assert_eq!(ours.alias(), Some(B.alias()));
+            assert!(ours.code().is_some(), "{ours}");
+            assert!(ours.as_sqlx().and_then(|e| e.as_database_error()).is_some());
+            assert_eq!(sqlx_atomic::alias_of(&ours.into_sqlx()), Some(B.alias()));
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(fx.committed().await, Vec::<i64>::new());
+});
+
+/// A NOT NULL violation sent through the handle: it carries the alias, displays it, and is still
+/// the server's error (its code, its kind, and a downcast to the backend's own type).
+fn check_statement_error(e: &sqlx::Error) {
+    assert_eq!(sqlx_atomic::alias_of(e), Some(B.alias()), "{e}");
+    assert!(e.to_string().contains(&format!("database `{}`: ", B.alias())), "{e}");
+    let db = e.as_database_error().expect("a database error");
+    assert!(db.code().is_some(), "{e}");
+    assert_eq!(db.kind(), sqlx::error::ErrorKind::NotNullViolation, "{e}");
+    let downcast = match B {
+        Backend::Sqlite => db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some(),
+        Backend::Postgres => db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some(),
+        Backend::MySql => db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some(),
+    };
+    assert!(downcast, "the backend's own error type is reachable: {e:?}");
+}
 
 t!(rule_11_1_set_rollback_true_keeps_the_bodys_ok, |fx| {
     let r = atomic()
