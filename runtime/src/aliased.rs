@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use sqlx::error::{DatabaseError, ErrorKind as SqlxErrorKind};
 
+use crate::pooling::pooler_hint;
+
 type DynStdError = dyn StdError + Send + Sync + 'static;
 
 /// A database error returned by a statement on an alias: the server's error, with the alias it
@@ -61,7 +63,11 @@ impl AliasedDatabaseError {
 
 impl fmt::Display for AliasedDatabaseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "database `{}`: {}", self.alias, self.inner)
+        write!(f, "database `{}`: {}", self.alias, self.inner)?;
+        if let Some(hint) = pooler_hint(self.inner.code().as_deref(), self.inner.message()) {
+            write!(f, " ({hint})")?;
+        }
+        Ok(())
     }
 }
 

@@ -61,7 +61,7 @@ mod sealed {
 
 /// A database backend sqlx-atomic supports: `sqlx::Sqlite`, `sqlx::Postgres` or `sqlx::MySql`
 /// (each behind the cargo feature of the same name).
-pub trait Backend: Database + sealed::Sealed {
+pub trait Backend: Database + sqlx_core::database::HasStatementCache + sealed::Sealed {
     /// The backend's name, for error messages.
     const BACKEND_NAME: &'static str;
     #[doc(hidden)]

@@ -10,76 +10,7 @@ use sqlx::Pool;
 
 use crate::backend::{AnyPool, Backend, BackendKind};
 use crate::error::{Error, ErrorKind};
-
-/// The size and timeouts of a pool that [`Database::connect_lazy_with`] builds; what is not set
-/// keeps sqlx's default (at most 10 connections, none kept open, a 30 s acquire timeout, idle
-/// connections closed after 10 minutes, every connection after 30 minutes).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PoolConfig {
-    max_connections: Option<u32>,
-    min_connections: Option<u32>,
-    acquire_timeout: Option<Duration>,
-    idle_timeout: Option<Option<Duration>>,
-    max_lifetime: Option<Option<Duration>>,
-}
-
-impl PoolConfig {
-    /// sqlx's defaults.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The most connections the pool opens.
-    pub fn max_connections(mut self, max: u32) -> Self {
-        self.max_connections = Some(max);
-        self
-    }
-
-    /// The connections the pool keeps open even when idle.
-    pub fn min_connections(mut self, min: u32) -> Self {
-        self.min_connections = Some(min);
-        self
-    }
-
-    /// How long taking a connection may wait before it fails (`PoolTimedOut`, naming the alias).
-    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.acquire_timeout = Some(timeout);
-        self
-    }
-
-    /// How long a connection may stay idle before it is closed; `None`: never.
-    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.idle_timeout = Some(timeout);
-        self
-    }
-
-    /// How long a connection may live before it is closed; `None`: for ever.
-    pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
-        self.max_lifetime = Some(lifetime);
-        self
-    }
-
-    /// sqlx's pool options with these settings.
-    fn options<DB: sqlx::Database>(self) -> sqlx::pool::PoolOptions<DB> {
-        let mut options = sqlx::pool::PoolOptions::new();
-        if let Some(max) = self.max_connections {
-            options = options.max_connections(max);
-        }
-        if let Some(min) = self.min_connections {
-            options = options.min_connections(min);
-        }
-        if let Some(timeout) = self.acquire_timeout {
-            options = options.acquire_timeout(timeout);
-        }
-        if let Some(timeout) = self.idle_timeout {
-            options = options.idle_timeout(timeout);
-        }
-        if let Some(lifetime) = self.max_lifetime {
-            options = options.max_lifetime(lifetime);
-        }
-        options
-    }
-}
+use crate::pool_config::PoolConfig;
 
 /// One configured database: its pool and its transaction settings.
 ///
@@ -97,7 +28,10 @@ pub struct Database {
     pub(crate) autocommit: bool,
     pub(crate) begin: Option<String>,
     pub(crate) test_with_begin: bool,
-    display: String,
+    pub(crate) transaction_pooling: bool,
+    /// The pool's settings, when the library built it.
+    config: Option<PoolConfig>,
+    pub(crate) display: String,
 }
 
 impl Database {
@@ -124,40 +58,45 @@ impl Database {
     /// ```
     pub fn connect_lazy_with(url: &str, config: PoolConfig) -> Result<Self, Error> {
         let display = redact_url(url);
-        let scheme = url.split(':').next().unwrap_or("").to_ascii_lowercase();
         let fail = |why: String| Error::new(None, ErrorKind::InvalidConfig(scrub(&why, url)));
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(fail(format!(
                 "`Database::connect_lazy({display})` must be called inside a tokio runtime"
             )));
         }
+        let (sqlx_url, config) = config
+            .with_url(url)
+            .map_err(|why| fail(format!("{display}: {why}")))?;
+        let scheme = sqlx_url
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let connect_failed = |e: sqlx::Error| fail(format!("{display}: {e}"));
         let pool = match scheme.as_str() {
             #[cfg(feature = "sqlite")]
             "sqlite" => AnyPool::Sqlite(
-                config
-                    .options()
-                    .connect_lazy(url)
-                    .map_err(|e| fail(format!("{display}: {e}")))?,
+                with_session_sql(config.options(), &config)
+                    .connect_lazy(&sqlx_url)
+                    .map_err(connect_failed)?,
             ),
             #[cfg(feature = "postgres")]
             "postgres" | "postgresql" => AnyPool::Postgres(
-                config
-                    .options()
-                    .connect_lazy(url)
-                    .map_err(|e| fail(format!("{display}: {e}")))?,
+                with_session_sql(config.options(), &config)
+                    .connect_lazy(&sqlx_url)
+                    .map_err(connect_failed)?,
             ),
             #[cfg(feature = "mysql")]
             "mysql" | "mariadb" => {
-                let url = if scheme == "mariadb" {
-                    format!("mysql{}", &url["mariadb".len()..])
+                let sqlx_url = if scheme == "mariadb" {
+                    format!("mysql{}", &sqlx_url["mariadb".len()..])
                 } else {
-                    url.to_owned()
+                    sqlx_url
                 };
                 AnyPool::MySql(
-                    config
-                        .options()
-                        .connect_lazy(&url)
-                        .map_err(|e| fail(format!("{display}: {e}")))?,
+                    with_session_sql(config.options(), &config)
+                        .connect_lazy(&sqlx_url)
+                        .map_err(connect_failed)?,
                 )
             }
             _ => {
@@ -167,14 +106,18 @@ impl Database {
                 )));
             }
         };
-        Ok(Database {
+        let pooling = config.transaction_pooling.unwrap_or(false);
+        let db = Database {
             pool,
             atomic_requests: false,
             autocommit: true,
             begin: None,
             test_with_begin: true,
+            transaction_pooling: false,
+            config: Some(config),
             display,
-        })
+        };
+        Ok(db.transaction_pooling(pooling))
     }
 
     /// Configures a database from an existing sqlx pool.
@@ -196,6 +139,8 @@ impl Database {
             autocommit: true,
             begin: None,
             test_with_begin: false,
+            transaction_pooling: false,
+            config: None,
             display: format!("{} pool", DB::BACKEND_NAME),
         }
     }
@@ -240,6 +185,80 @@ impl Database {
         self
     }
 
+    /// The database sits behind a transaction pooler, such as pgbouncer with
+    /// `pool_mode = transaction`, which hands each transaction (and each statement outside one)
+    /// to whichever server connection is free. PostgreSQL only. In this mode:
+    ///
+    /// - every statement is sent unnamed (sqlx's `persistent(false)`), because the pooler would
+    ///   share sqlx's named prepared statements (`sqlx_s_1`, …) between its clients: without
+    ///   the mode, errors such as `prepared statement "sqlx_s_2" does not exist`, and worse,
+    ///   statements run with another client's;
+    /// - a statement with bind parameters outside any block runs in a transaction of its own
+    ///   (`BEGIN`, the statement, `COMMIT`), because the protocol messages of one unnamed
+    ///   statement could otherwise reach different server connections; a statement without
+    ///   parameters is one message and is sent alone;
+    /// - a statement that keeps state in the server session is refused with
+    ///   [`ErrorKind::SessionState`], naming what to use instead: `SET` without `LOCAL`,
+    ///   `RESET`, `DISCARD`, `LISTEN`/`UNLISTEN`, session advisory locks, temporary tables
+    ///   without `ON COMMIT DROP`, `PREPARE`, cursors `WITH HOLD`, `LOAD`;
+    ///   [`PoolConfig::session_sql`] is refused at [`Databases::install`];
+    /// - the pool sends no `extra_float_digits` startup parameter, which pgbouncer refuses by
+    ///   default (this changes the connect options of the pool, also one given to
+    ///   [`from_pool`](Self::from_pool)).
+    ///
+    /// The mode is not needed behind pgbouncer 1.21 or later with `max_prepared_statements` set,
+    /// which tracks prepared statements per client (not tested here: the tests run pgbouncer
+    /// 1.18), nor behind a pooler in session mode. The URL parameter `atomic_pooling=transaction`
+    /// turns it on without a code change ([`PoolConfig`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sqlx_atomic::Error> {
+    /// use sqlx_atomic::Database;
+    /// let db = Database::connect_lazy("postgres://app@127.0.0.1:6432/app?atomic_pooling=transaction")?;
+    /// assert!(format!("{db:?}").contains("transaction_pooling: true"));
+    /// # Ok(()) }
+    /// ```
+    pub fn transaction_pooling(mut self, on: bool) -> Self {
+        self.transaction_pooling = on;
+        #[cfg(feature = "postgres")]
+        if on && let AnyPool::Postgres(pool) = &self.pool {
+            let options = (*pool.connect_options()).clone().extra_float_digits(None);
+            pool.set_connect_options(options);
+        }
+        self
+    }
+
+    /// Why this database cannot be installed as configured, if it cannot.
+    pub(crate) fn invalid(&self) -> Option<String> {
+        if !self.transaction_pooling {
+            return None;
+        }
+        #[cfg(feature = "postgres")]
+        let postgres = self.pool.kind() == BackendKind::Postgres;
+        #[cfg(not(feature = "postgres"))]
+        let postgres = false;
+        if !postgres {
+            return Some(format!(
+                "transaction pooling is a PostgreSQL mode (for pgbouncer), but this database is {}",
+                self.pool.kind().name()
+            ));
+        }
+        if self
+            .config
+            .as_ref()
+            .is_some_and(|c| !c.session_sql.is_empty())
+        {
+            return Some(
+                "session SQL cannot be used with transaction pooling: the pooler gives each \
+                 transaction any server connection, so a session setting would reach other \
+                 clients and miss this one; set it per transaction instead (`SET LOCAL` inside \
+                 the block)"
+                    .to_owned(),
+            );
+        }
+        None
+    }
+
     /// The statement that opens a transaction, instead of `BEGIN`; for SQLite, for example,
     /// `"BEGIN IMMEDIATE"` takes the write lock at once and avoids `SQLITE_BUSY` on upgrade.
     pub fn begin_statement(mut self, statement: &str) -> Self {
@@ -250,14 +269,54 @@ impl Database {
 
 impl fmt::Debug for Database {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Database")
-            .field("url", &self.display)
+        let mut d = f.debug_struct("Database");
+        d.field("url", &self.display)
             .field("backend", &self.pool.kind().name())
             .field("atomic_requests", &self.atomic_requests)
             .field("autocommit", &self.autocommit)
             .field("test_with_begin", &self.test_with_begin)
-            .finish()
+            .field("transaction_pooling", &self.transaction_pooling);
+        if let Some(c) = &self.config {
+            d.field("max_connections", &c.max_connections)
+                .field("min_connections", &c.min_connections)
+                .field("acquire_timeout", &c.acquire_timeout)
+                .field("idle_timeout", &c.idle_timeout)
+                .field("max_lifetime", &c.max_lifetime)
+                // The statements are the user's and may name anything: count them only.
+                .field("session_sql", &c.session_sql.len());
+        }
+        d.finish()
     }
+}
+
+/// Pool options that run the configuration's session SQL on every new connection.
+fn with_session_sql<DB: sqlx::Database>(
+    options: sqlx::pool::PoolOptions<DB>,
+    config: &PoolConfig,
+) -> sqlx::pool::PoolOptions<DB>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    if config.session_sql.is_empty() {
+        return options;
+    }
+    let statements: Arc<[String]> = config.session_sql.clone().into();
+    options.after_connect(move |conn, _| {
+        let statements = statements.clone();
+        Box::pin(async move {
+            for sql in statements.iter() {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| {
+                        sqlx::Error::Configuration(
+                            format!("session SQL `{sql}` failed on a new connection: {e}").into(),
+                        )
+                    })?;
+            }
+            Ok(())
+        })
+    })
 }
 
 fn enabled_backends() -> String {
@@ -396,6 +455,9 @@ impl Databases {
                     "",
                     ErrorKind::InvalidConfig("an alias cannot be empty".into()),
                 ));
+            }
+            if let Some(why) = db.invalid() {
+                return Err(Error::named(&name, ErrorKind::InvalidConfig(why)));
             }
             if by_name.insert(name.clone(), index).is_some() {
                 return Err(Error::named(&name, ErrorKind::DuplicateAlias));

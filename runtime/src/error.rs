@@ -132,6 +132,15 @@ pub enum ErrorKind {
     /// A nested block's transaction option differs from the outermost block's: options belong
     /// to the transaction, so a nested block must repeat them or leave them out.
     OptionMismatch(&'static str),
+    /// A statement that keeps state in the server session, refused on an alias in
+    /// transaction-pooling mode ([`Database::transaction_pooling`](crate::Database::transaction_pooling)),
+    /// where the next transaction may run on another server connection.
+    SessionState {
+        /// What the statement does (`LISTEN`, a session `SET`, …).
+        statement: &'static str,
+        /// What to use instead.
+        instead: &'static str,
+    },
     /// An on_commit hook failed (§5.7). The transaction had been committed.
     Hook {
         /// The hook's name, when it was given one.
@@ -401,6 +410,12 @@ impl fmt::Display for ErrorKind {
                 f,
                 "a nested block's `{option}` differs from its transaction's: options belong to the \
                  outermost block, so a nested block must repeat them or leave them out"
+            ),
+            ErrorKind::SessionState { statement, instead } => write!(
+                f,
+                "{statement} keeps state in the server session, but this alias is in \
+                 transaction-pooling mode, where the pooler may run the next transaction on \
+                 another server connection: {instead}"
             ),
             ErrorKind::Hook { name, source } => match name {
                 Some(n) => write!(f, "on_commit hook `{n}` failed after the commit: {source}"),

@@ -15,10 +15,11 @@ use crate::alias::AliasCtx;
 use crate::aliased::with_alias;
 use crate::backend::{Backend, connection_gone};
 use crate::classify::{Cause, Effect, effect_of, is_lock_timeout};
-use crate::config::lookup;
+use crate::config::{AliasEntry, lookup};
 use crate::error::{Error, ErrorKind};
 use crate::frame::Frame;
 use crate::lease::{Lease, Phase};
+use crate::pooling::{Refused, Unnamed};
 use crate::state::Route;
 
 /// The ambient connection of a database alias: an [`sqlx::Executor`] to pass to
@@ -107,8 +108,9 @@ fn sqlx_err(e: Error) -> sqlx::Error {
 
 /// Resolves the alias, and for a query inside a transaction takes the task's connection and sends
 /// what the open blocks owe.
-async fn target<DB: Backend>(alias: &str) -> Result<(Target<DB>, Option<Arc<AliasCtx>>), Error> {
-    let entry = lookup(alias)?;
+async fn target<DB: Backend>(
+    entry: &'static Arc<AliasEntry>,
+) -> Result<(Target<DB>, Option<Arc<AliasCtx>>), Error> {
     let pool = DB::__pool(&entry.db.pool).ok_or_else(|| {
         Error::at(
             &entry.name,
@@ -259,29 +261,207 @@ fn control_failed(actx: &AliasCtx, e: &Error) {
     actx.state().control_failed(cause, effect);
 }
 
+/// Runs `$query` with `$method` on a resolved target: on the pool, or on the task's connection,
+/// marking the block on failure (3.2).
+macro_rules! run_on {
+    ($target:expr, $query:expr, $method:ident) => {
+        match $target {
+            Target::Pool(pool) => pool.$method($query).await,
+            Target::Conn(mut lease) => {
+                lease.set_phase(Phase::Query);
+                let conn = lease.typed::<DB>().map_err(sqlx_err)?;
+                let result = (&mut **conn).$method($query).await;
+                finish(&mut lease, &result).await;
+                result
+            }
+        }
+    };
+}
+
 /// The body of the one-shot `Executor` methods: run on the pool, or on the task's connection after
-/// the owed statements, marking the block on failure (3.2).
+/// the owed statements, marking the block on failure (3.2). In transaction-pooling mode the query
+/// is sent unnamed, and outside a transaction in one of its own when it spans several messages.
 macro_rules! one_shot {
     ($handle:expr, $query:expr, $method:ident) => {
         Box::pin(async move {
-            let (target, actx) = target::<DB>(&$handle.alias).await.map_err(sqlx_err)?;
-            let query = Tap {
-                inner: $query,
-                actx,
-            };
-            let result = match target {
-                Target::Pool(pool) => pool.$method(query).await,
-                Target::Conn(mut lease) => {
-                    lease.set_phase(Phase::Query);
-                    let conn = lease.typed::<DB>().map_err(sqlx_err)?;
-                    let result = (&mut **conn).$method(query).await;
-                    finish(&mut lease, &result).await;
-                    result
+            let alias = &$handle.alias;
+            let entry = lookup(alias).map_err(sqlx_err)?;
+            let result = if entry.db.transaction_pooling {
+                // Refused before anything is sent, so nothing is owed or doomed.
+                let query = Unnamed::new($query).map_err(|r| refused(r, alias))?;
+                let (target, actx) = target::<DB>(entry).await.map_err(sqlx_err)?;
+                let actx = actx.as_deref();
+                match target {
+                    Target::Pool(pool) if query.spans_messages() => {
+                        let mut tx = own_transaction(&pool, actx).await?;
+                        query.record(actx);
+                        let result = (&mut *tx).$method(query).await;
+                        end_own_transaction(tx, result, actx).await
+                    }
+                    target => {
+                        query.record(actx);
+                        run_on!(target, query, $method)
+                    }
                 }
+            } else {
+                let (target, actx) = target::<DB>(entry).await.map_err(sqlx_err)?;
+                run_on!(
+                    target,
+                    Tap {
+                        inner: $query,
+                        actx
+                    },
+                    $method
+                )
             };
-            result.map_err(|e| with_alias(e, &$handle.alias))
+            result.map_err(|e| with_alias(e, alias))
         })
     };
+}
+
+/// Begins the transaction of its own that a statement outside any block runs in, in
+/// transaction-pooling mode.
+async fn own_transaction<DB: Backend>(
+    pool: &Pool<DB>,
+    actx: Option<&AliasCtx>,
+) -> Result<sqlx::Transaction<'static, DB>, sqlx::Error> {
+    if let Some(a) = actx {
+        a.record("BEGIN");
+    }
+    pool.begin().await
+}
+
+/// Commits the statement's own transaction, or rolls it back when the statement failed.
+async fn end_own_transaction<DB: Backend, T>(
+    tx: sqlx::Transaction<'static, DB>,
+    result: Result<T, sqlx::Error>,
+    actx: Option<&AliasCtx>,
+) -> Result<T, sqlx::Error> {
+    let commit = result.is_ok();
+    if let Some(a) = actx {
+        a.record(if commit { "COMMIT" } else { "ROLLBACK" });
+    }
+    if commit {
+        tx.commit().await?;
+    } else {
+        // The statement's error is the one to report; the connection's state is settled by
+        // the ROLLBACK or, should it fail, by closing the connection when the pool sees it.
+        let _ = tx.rollback().await;
+    }
+    result
+}
+
+/// What `fetch_many` yields.
+type ResultStream<DB> = BoxStream<
+    'static,
+    Result<Either<<DB as Database>::QueryResult, <DB as Database>::Row>, sqlx::Error>,
+>;
+
+/// `fetch_many` in transaction-pooling mode: like the other path, with the query sent unnamed,
+/// and outside a transaction in one of its own when it spans several messages.
+fn unnamed_stream<DB>(
+    entry: &'static Arc<AliasEntry>,
+    query: Unnamed<DB>,
+    alias: Cow<'static, str>,
+) -> ResultStream<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    Box::pin(async_stream::try_stream! {
+        let (target, actx) = target::<DB>(entry).await.map_err(sqlx_err)?;
+        let actx = actx.as_deref();
+        if !(matches!(target, Target::Pool(_)) && query.spans_messages()) {
+            query.record(actx);
+        }
+        let result: Result<(), sqlx::Error> = match target {
+            Target::Pool(pool) if query.spans_messages() => {
+                let mut tx = own_transaction(&pool, actx)
+                    .await
+                    .map_err(|e| with_alias(e, &alias))?;
+                query.record(actx);
+                let result = {
+                    let mut s = (&mut *tx).fetch_many(query);
+                    loop {
+                        match s.try_next().await {
+                            Ok(Some(v)) => yield v,
+                            Ok(None) => break Ok(()),
+                            Err(e) => break Err(e),
+                        }
+                    }
+                };
+                end_own_transaction(tx, result, actx).await
+            }
+            Target::Pool(pool) => {
+                let mut s = pool.fetch_many(query);
+                loop {
+                    match s.try_next().await {
+                        Ok(Some(v)) => yield v,
+                        Ok(None) => break Ok(()),
+                        Err(e) => break Err(e),
+                    }
+                }
+            }
+            Target::Conn(mut lease) => {
+                lease.set_phase(Phase::Stream);
+                let result = {
+                    let conn = lease.typed::<DB>().map_err(sqlx_err)?;
+                    let mut s = (&mut **conn).fetch_many(query);
+                    loop {
+                        match s.try_next().await {
+                            Ok(Some(v)) => yield v,
+                            Ok(None) => break Ok(()),
+                            Err(e) => break Err(e),
+                        }
+                    }
+                };
+                finish(&mut lease, &result).await;
+                result
+            }
+        };
+        result.map_err(|e| with_alias(e, &alias))?;
+    })
+}
+
+/// The pool of `alias`, and whether it is in transaction-pooling mode.
+fn pool_of<DB: Backend>(alias: &str) -> Result<(Pool<DB>, bool), Error> {
+    let pooled = lookup(alias)?.db.transaction_pooling;
+    Ok((crate::config::pool::<DB>(alias)?, pooled))
+}
+
+/// Deallocates the statements sqlx clients without transaction-pooling mode left on the server
+/// connection the pooler chose (every one is named `sqlx_s_N`, and no client can use them again
+/// in a later transaction), so that the statement sqlx is about to name cannot collide with one.
+/// Clients in the mode leave none: they close theirs before the transaction ends.
+const CLEAR_LEFTOVERS: &str = "DO $$ DECLARE s record; BEGIN \
+     FOR s IN SELECT name FROM pg_prepared_statements WHERE name LIKE 'sqlx\\_s\\_%' \
+     LOOP EXECUTE format('DEALLOCATE %I', s.name); END LOOP; END $$";
+
+/// Ends the transaction that preparing or describing a statement ran in, in transaction-pooling
+/// mode: the named statement sqlx made is closed on the server connection that has it (the
+/// transaction keeps the pooler on that one), and sqlx forgets it, so that no later query of
+/// this client names a statement the pooler's other server connections do not have. The
+/// returned statement keeps its metadata, which is all a later unnamed query uses. Statements
+/// are prepared named only because sqlx's `prepare` has no unnamed form.
+async fn forget_statements<DB: Backend, T>(
+    mut tx: sqlx::Transaction<'_, DB>,
+    result: Result<T, sqlx::Error>,
+) -> Result<T, sqlx::Error> {
+    use sqlx::Connection;
+    let value = result?;
+    (*tx).clear_cached_statements().await?;
+    tx.commit().await?;
+    Ok(value)
+}
+
+/// The error of a query refused before it was sent.
+fn refused(r: Refused, alias: &str) -> sqlx::Error {
+    match r {
+        Refused::Encode(e) => sqlx::Error::Encode(e),
+        Refused::Session { statement, instead } => {
+            Error::named(alias, ErrorKind::SessionState { statement, instead }).into_sqlx()
+        }
+    }
 }
 
 impl<DB> Executor<'static> for Handle<DB>
@@ -299,7 +479,16 @@ where
         E: 'q + Execute<'q, DB>,
     {
         Box::pin(async_stream::try_stream! {
-            let (target, actx) = target::<DB>(&self.alias).await.map_err(sqlx_err)?;
+            let entry = lookup(&self.alias).map_err(sqlx_err)?;
+            if entry.db.transaction_pooling {
+                let query = Unnamed::new(query).map_err(|r| refused(r, &self.alias))?;
+                let mut s = unnamed_stream::<DB>(entry, query, self.alias);
+                while let Some(v) = s.try_next().await? {
+                    yield v;
+                }
+                return;
+            }
+            let (target, actx) = target::<DB>(entry).await.map_err(sqlx_err)?;
             let query = Tap { inner: query, actx };
             match target {
                 Target::Pool(pool) => {
@@ -363,20 +552,36 @@ where
         Box::pin(async move {
             // Preparing needs no transaction: the statement is prepared on a pooled connection,
             // never on the task's own.
-            let pool = crate::config::pool::<DB>(&self.alias).map_err(sqlx_err)?;
-            pool.prepare_with(sql, parameters)
-                .await
-                .map_err(|e| with_alias(e, &self.alias))
+            let (pool, pooled) = pool_of::<DB>(&self.alias).map_err(sqlx_err)?;
+            let result = if pooled {
+                let mut tx = pool.begin().await?;
+                let result = match sqlx::raw_sql(CLEAR_LEFTOVERS).execute(&mut *tx).await {
+                    Ok(_) => (&mut *tx).prepare_with(sql, parameters).await,
+                    Err(e) => Err(e),
+                };
+                forget_statements(tx, result).await
+            } else {
+                pool.prepare_with(sql, parameters).await
+            };
+            result.map_err(|e| with_alias(e, &self.alias))
         })
     }
 
     #[doc(hidden)]
     fn describe<'e>(self, sql: SqlStr) -> BoxFuture<'e, Result<sqlx::Describe<DB>, sqlx::Error>> {
         Box::pin(async move {
-            let pool = crate::config::pool::<DB>(&self.alias).map_err(sqlx_err)?;
-            pool.describe(sql)
-                .await
-                .map_err(|e| with_alias(e, &self.alias))
+            let (pool, pooled) = pool_of::<DB>(&self.alias).map_err(sqlx_err)?;
+            let result = if pooled {
+                let mut tx = pool.begin().await?;
+                let result = match sqlx::raw_sql(CLEAR_LEFTOVERS).execute(&mut *tx).await {
+                    Ok(_) => (&mut *tx).describe(sql).await,
+                    Err(e) => Err(e),
+                };
+                forget_statements(tx, result).await
+            } else {
+                pool.describe(sql).await
+            };
+            result.map_err(|e| with_alias(e, &self.alias))
         })
     }
 }

@@ -21,6 +21,8 @@ mod hook;
 mod lease;
 mod on_commit;
 mod options;
+mod pool_config;
+mod pooling;
 mod record;
 mod requests;
 mod state;
@@ -33,9 +35,7 @@ pub use aliased::{AliasedDatabaseError, alias_of};
 pub use backend::Backend;
 pub use block::{Atomic, AtomicResult, AtomicRetry, Attempts};
 pub use classify::{Cause, Conflict};
-pub use config::{
-    Database, Databases, PoolConfig, check_databases, installed_aliases, is_installed, pool,
-};
+pub use config::{Database, Databases, check_databases, installed_aliases, is_installed, pool};
 pub use error::{BoxError, Error, ErrorKind};
 pub use executor::Handle;
 #[cfg(feature = "mysql")]
@@ -47,6 +47,7 @@ pub use executor::sqlite;
 pub use hook::{AsyncHook, HookFn, HookResult, IntoHook, SyncHook};
 pub use on_commit::{OnCommit, OnCommitFuture, on_commit};
 pub use options::{Isolation, LockMode, Retry};
+pub use pool_config::PoolConfig;
 pub use record::RecordedStatement;
 pub use transaction::{
     Alias, SavepointId, Scope, clean_savepoints, commit, get_autocommit, get_rollback, rollback,

@@ -1,0 +1,267 @@
+//! Transaction-pooling mode (`Database::transaction_pooling`): what is sent differently when a
+//! pooler such as pgbouncer hands each transaction to whichever server connection is free.
+
+use sqlx::{Database, Execute, SqlStr};
+
+use crate::alias::AliasCtx;
+
+/// A query taken apart so that it runs unnamed: its SQL, its arguments and the statement it was
+/// prepared as (whose metadata saves a Describe; its name is never used, only sqlx's cache knows
+/// names, and nothing is cached in this mode).
+pub(crate) struct Unnamed<DB: Database> {
+    sql: SqlStr,
+    arguments: Option<DB::Arguments>,
+    statement: Option<DB::Statement>,
+}
+
+impl<DB: Database> Unnamed<DB> {
+    /// Takes `query` apart; refuses one that keeps state in the server session.
+    pub(crate) fn new<'q>(mut query: impl Execute<'q, DB>) -> Result<Self, Refused> {
+        let statement = query.statement().cloned();
+        let arguments = query.take_arguments().map_err(Refused::Encode)?;
+        let sql = query.sql();
+        if let Some((statement, instead)) = session_scoped(sql.as_str()) {
+            return Err(Refused::Session { statement, instead });
+        }
+        Ok(Unnamed {
+            sql,
+            arguments,
+            statement,
+        })
+    }
+
+    /// Records the statement when the scope records statements.
+    pub(crate) fn record(&self, actx: Option<&AliasCtx>) {
+        if let Some(a) = actx {
+            a.record(self.sql.as_str());
+        }
+    }
+
+    /// Whether the statement is sent with the extended protocol (Parse, then Bind and Execute,
+    /// each followed by a Sync), whose messages a pooler may route to different server
+    /// connections outside a transaction. Without arguments sqlx sends one simple Query.
+    pub(crate) fn spans_messages(&self) -> bool {
+        self.arguments.is_some()
+    }
+}
+
+/// Why a query was not sent.
+pub(crate) enum Refused {
+    /// Its arguments did not encode.
+    Encode(sqlx::error::BoxDynError),
+    /// It keeps state in the server session.
+    Session {
+        statement: &'static str,
+        instead: &'static str,
+    },
+}
+
+impl<'q, DB: Database> Execute<'q, DB> for Unnamed<DB> {
+    fn sql(self) -> SqlStr {
+        self.sql
+    }
+
+    fn statement(&self) -> Option<&DB::Statement> {
+        self.statement.as_ref()
+    }
+
+    fn take_arguments(&mut self) -> Result<Option<DB::Arguments>, sqlx::error::BoxDynError> {
+        Ok(self.arguments.take())
+    }
+
+    fn persistent(&self) -> bool {
+        false
+    }
+}
+
+/// What a statement keeps in the server session, and what to use instead; `None` when it keeps
+/// nothing the library recognises. The check reads the statement's text: a function that sets
+/// session state from inside (`set_config(.., false)` in a user's function, say) is not seen.
+pub(crate) fn session_scoped(sql: &str) -> Option<(&'static str, &'static str)> {
+    let mut words = words(sql);
+    let first = words.next()?;
+    let is = |w: &str, kw: &str| w.eq_ignore_ascii_case(kw);
+    if is(first, "SET") {
+        let second = words.next().unwrap_or("");
+        if ["LOCAL", "TRANSACTION", "CONSTRAINTS"]
+            .iter()
+            .any(|kw| is(second, kw))
+        {
+            return None;
+        }
+        return Some((
+            "a session `SET`",
+            "use `SET LOCAL` inside an atomic block, which lasts for its transaction",
+        ));
+    }
+    if is(first, "RESET") || is(first, "DISCARD") {
+        return Some((
+            "`RESET`/`DISCARD`",
+            "session settings do not exist in this mode; use `SET LOCAL` inside a block",
+        ));
+    }
+    if is(first, "LISTEN") || is(first, "UNLISTEN") {
+        return Some((
+            "`LISTEN`",
+            "listen on a connection of its own that does not go through the pooler",
+        ));
+    }
+    if is(first, "PREPARE") || is(first, "DEALLOCATE") {
+        return Some((
+            "a named prepared statement",
+            "send the statement itself; the library sends every statement unnamed",
+        ));
+    }
+    if is(first, "LOAD") {
+        return Some(("`LOAD`", "load the library in the server's configuration"));
+    }
+    if is(first, "CREATE") {
+        let mut second = words.next().unwrap_or("");
+        if is(second, "LOCAL") || is(second, "GLOBAL") {
+            second = words.next().unwrap_or("");
+        }
+        if (is(second, "TEMP") || is(second, "TEMPORARY")) && !contains(sql, "ON COMMIT DROP") {
+            return Some((
+                "a temporary table",
+                "create it with `ON COMMIT DROP` inside an atomic block",
+            ));
+        }
+        return None;
+    }
+    if is(first, "DECLARE") && contains(sql, "WITH HOLD") {
+        return Some((
+            "a cursor `WITH HOLD`",
+            "declare the cursor without `WITH HOLD` inside an atomic block",
+        ));
+    }
+    if contains(sql, "pg_advisory_lock")
+        || contains(sql, "pg_try_advisory_lock")
+        || contains(sql, "pg_advisory_unlock")
+    {
+        return Some((
+            "a session advisory lock",
+            "use `pg_advisory_xact_lock` inside an atomic block, released at its end",
+        ));
+    }
+    None
+}
+
+/// The words of a statement, after leading comments; a word ends at anything but a letter, a
+/// digit or `_`.
+fn words(sql: &str) -> impl Iterator<Item = &str> {
+    let mut rest = sql.trim_start();
+    loop {
+        if let Some(line) = rest.strip_prefix("--") {
+            rest = line.split_once('\n').map_or("", |(_, r)| r).trim_start();
+        } else if let Some(block) = rest.strip_prefix("/*") {
+            rest = block.split_once("*/").map_or("", |(_, r)| r).trim_start();
+        } else {
+            break;
+        }
+    }
+    rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+}
+
+/// Whether `haystack` contains `needle`, ignoring ASCII case (and collapsing nothing: the
+/// needles are single-spaced, as statements are written).
+fn contains(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+/// A hint for the errors a transaction pooler causes when the mode is off: sqlx's named
+/// prepared statements (`sqlx_s_N`) shared between the pooler's clients.
+pub(crate) fn pooler_hint(code: Option<&str>, message: &str) -> Option<&'static str> {
+    let named = message.contains("prepared statement \"sqlx_s_");
+    let pooled = match code {
+        Some("26000" | "42P05") => named || message.contains("unnamed prepared statement"),
+        // pgbouncer refuses a startup parameter sqlx sends, unless told to ignore it.
+        Some("08P01") => {
+            named || message.contains("unsupported startup parameter: extra_float_digits")
+        }
+        _ => false,
+    };
+    pooled.then_some(
+        "if this database sits behind a transaction pooler (pgbouncer's pool_mode = \
+         transaction), turn on transaction-pooling mode for the alias: \
+         `Database::transaction_pooling(true)` or the URL parameter `atomic_pooling=transaction`",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_statements_are_recognised() {
+        for sql in [
+            "SET search_path = app",
+            "set session statement_timeout = 5",
+            "  -- comment\n SET x = 1",
+            "/* c */ RESET ALL",
+            "DISCARD ALL",
+            "LISTEN jobs",
+            "PREPARE p AS SELECT 1",
+            "CREATE TEMP TABLE t (v int)",
+            "create local temporary table t (v int)",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "SELECT pg_advisory_lock(1)",
+            "select PG_TRY_ADVISORY_LOCK(1)",
+            "LOAD 'auto_explain'",
+        ] {
+            assert!(session_scoped(sql).is_some(), "{sql}");
+        }
+        for sql in [
+            "SET LOCAL statement_timeout = 5",
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "SET CONSTRAINTS ALL DEFERRED",
+            "CREATE TEMP TABLE t (v int) ON COMMIT DROP",
+            "CREATE TABLE settings (v int)",
+            "SELECT pg_advisory_xact_lock(1)",
+            "INSERT INTO t (note) VALUES ('SET x')",
+            "UPDATE t SET v = 1",
+            "DECLARE c CURSOR FOR SELECT 1",
+            "",
+        ] {
+            assert!(session_scoped(sql).is_none(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn the_poolers_errors_get_a_hint() {
+        assert!(
+            pooler_hint(
+                Some("26000"),
+                "prepared statement \"sqlx_s_2\" does not exist"
+            )
+            .is_some()
+        );
+        assert!(
+            pooler_hint(
+                Some("42P05"),
+                "prepared statement \"sqlx_s_1\" already exists"
+            )
+            .is_some()
+        );
+        assert!(
+            pooler_hint(
+                Some("08P01"),
+                "bind message supplies 2 parameters, but prepared statement \"sqlx_s_2\" requires 0"
+            )
+            .is_some()
+        );
+        assert!(pooler_hint(Some("26000"), "unnamed prepared statement does not exist").is_some());
+        assert!(
+            pooler_hint(
+                Some("08P01"),
+                "unsupported startup parameter: extra_float_digits"
+            )
+            .is_some()
+        );
+        assert!(pooler_hint(Some("23505"), "duplicate key").is_none());
+        assert!(pooler_hint(Some("26000"), "prepared statement \"mine\" does not exist").is_none());
+    }
+}
