@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use common::RT;
 use sqlx::AssertSqlSafe;
-use sqlx_atomic::{Atomic, Database, Databases, Error, Retry};
+use sqlx_atomic::{Atomic, Database, Databases, Error, PoolConfig, Retry};
 
 const ENV: &str = "SQLX_ATOMIC_TEST_GALERA_URLS";
 
@@ -43,6 +43,15 @@ fn setup() -> bool {
             Databases::new()
                 .add("g1", Database::connect_lazy(&urls[0]).unwrap())
                 .add("g2", Database::connect_lazy(&urls[1]).unwrap())
+                // Causal reads on every connection of the alias, from its session SQL.
+                .add(
+                    "g2_causal",
+                    Database::connect_lazy_with(
+                        &urls[1],
+                        PoolConfig::new().session_sql("SET SESSION wsrep_sync_wait = 1"),
+                    )
+                    .unwrap(),
+                )
                 .install()
                 .unwrap();
         });
@@ -231,4 +240,79 @@ fn rule_11_2_a_lock_wait_timeout_that_rolled_back_ends_the_transaction() {
         assert_eq!(attempts.load(Ordering::Relaxed), 1);
     }))
     .unwrap();
+}
+
+#[test]
+fn causal_reads_from_session_sql_see_every_commit_of_another_node() {
+    // A job handed off in on_commit reads the row its transaction wrote on node 1, at once,
+    // through node 2: without causal reads node 2 may not have applied the write set yet; with
+    // `wsrep_sync_wait = 1`, set on every new connection by the alias's session SQL, it waits
+    // until it has.
+    if !setup() {
+        return;
+    }
+    RT.block_on(async {
+        let sync_wait: u64 = sqlx::query_scalar("SELECT @@session.wsrep_sync_wait")
+            .fetch_one(sqlx_atomic::mysql("g2_causal"))
+            .await
+            .unwrap();
+        assert_eq!(sync_wait, 1, "the session SQL ran on the connection");
+        let table = "galera_causal";
+        exec("g1", &format!("DROP TABLE IF EXISTS {table}"))
+            .await
+            .unwrap();
+        exec("g1", &format!("CREATE TABLE {table} (id INT PRIMARY KEY)"))
+            .await
+            .unwrap();
+        let (plain_missed, causal_missed) = (
+            std::sync::Arc::new(AtomicU32::new(0)),
+            std::sync::Arc::new(AtomicU32::new(0)),
+        );
+        const TASKS: i32 = 8;
+        const JOBS: i32 = 400;
+        let mut tasks = Vec::new();
+        for task in 0..TASKS {
+            let (plain_missed, causal_missed) = (plain_missed.clone(), causal_missed.clone());
+            tasks.push(tokio::spawn(async move {
+                for id in (0..JOBS / TASKS).map(|i| task * 1000 + i) {
+                    let (plain, causal) = (plain_missed.clone(), causal_missed.clone());
+                    Atomic::new()
+                        .using("g1")
+                        .run(async move {
+                            exec("g1", &format!("INSERT INTO {table} (id) VALUES ({id})")).await?;
+                            sqlx_atomic::using("g1")
+                                .on_commit(move || async move {
+                                    for (alias, missed) in [("g2", plain), ("g2_causal", causal)] {
+                                        let found: Option<i32> = sqlx::query_scalar(AssertSqlSafe(
+                                            format!("SELECT id FROM {table} WHERE id = {id}"),
+                                        ))
+                                        .fetch_optional(sqlx_atomic::mysql(alias))
+                                        .await?;
+                                        if found.is_none() {
+                                            missed.fetch_add(1, Ordering::Relaxed);
+                                        }
+                                    }
+                                    Ok::<_, Error>(())
+                                })
+                                .await
+                        })
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let plain = plain_missed.load(Ordering::Relaxed);
+        eprintln!(
+            "galera causal reads: {plain} of {JOBS} plain reads on another node missed the row"
+        );
+        assert_eq!(
+            causal_missed.load(Ordering::Relaxed),
+            0,
+            "causal reads never miss"
+        );
+        exec("g1", &format!("DROP TABLE {table}")).await.unwrap();
+    });
 }
