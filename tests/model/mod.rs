@@ -13,22 +13,19 @@
 //!   first error behind that flag (if an error set it), the error that made the whole
 //!   transaction fatal (if one did), the rows and hooks of its open transaction (each remembered
 //!   with the position it was made at, so that rolling back to a savepoint discards exactly what
-//!   was done since: 5.4), whether the transaction is read-only, and, on PostgreSQL, whether the
-//!   server aborted the transaction (7.2).
+//!   was done since: 5.4), whether the transaction is read-only, its isolation level, and, on
+//!   PostgreSQL, whether the server aborted the transaction (7.2).
 //! * 1.1: an outermost block clears needs-rollback and starts a transaction, with the block's
 //!   options. 1.2: a nested block gets a savepoint unless `savepoint = false` or needs-rollback
 //!   is set.
 //! * Transaction options belong to the outermost block of an alias (the programs give them
-//!   nowhere else). `read_only(true)` makes every INSERT of the transaction fail with SQLSTATE
-//!   25006 on PostgreSQL and MySQL/MariaDB (the programs' statements are all INSERTs); such a
-//!   failure dooms the block like any failed statement (3.2) and, on PostgreSQL, aborts the
+//!   nowhere else). `read_only(true)` makes every write of the transaction fail with SQLSTATE
+//!   25006 on PostgreSQL and MySQL/MariaDB (its INSERTs, and the UPDATEs of a `Conflict`); such
+//!   a failure dooms the block like any failed statement (3.2) and, on PostgreSQL, aborts the
 //!   transaction (7.2); `read_only(false)` changes nothing. SQLite refuses `read_only` (either
 //!   value) before anything is sent: the block returns `Unsupported` at once and its body never
-//!   runs. `isolation` changes nothing for a single task: the model ignores it, and the programs
-//!   give it to show that.
-//!   `retry` is not modelled: it runs a block again only after a conflict between concurrent
-//!   transactions, which a program of one task never meets (conflict retries are tested on real
-//!   servers in tests/conflicts.rs and tests/galera.rs).
+//!   runs. `isolation` matters only to a `Conflict` on PostgreSQL (below); elsewhere the programs
+//!   give it to show that it changes nothing for a single task.
 //! * 1.3/1.4/2.2: a block fails when its body returns `Err`, panics, is cancelled, or ends with
 //!   needs-rollback set (so `set_rollback(true)` then `Ok` fails), or when its transaction is
 //!   fatal (below). On failure needs-rollback is cleared; a nested block with a savepoint rolls
@@ -38,11 +35,11 @@
 //!   `Err` or a cancellation is ignored by the enclosing body, which goes on; a panic goes
 //!   through every enclosing block (each of them fails) up to the top-level operation, where the
 //!   runner catches it and the program goes on.
-//! * 3.1: while needs-rollback is set or the transaction is fatal, an `Insert` or a
-//!   `FailingStatement` is refused and does nothing. 3.2: a statement that fails inside a block
-//!   sets needs-rollback, and becomes the error behind it unless one is there already (the first
-//!   error wins). Outside any block (of that alias) an insert commits at once (4.1) and a failing
-//!   statement does nothing.
+//! * 3.1: while needs-rollback is set or the transaction is fatal, an `Insert`, a
+//!   `FailingStatement` or a `Conflict` is refused and does nothing. 3.2: a statement that fails
+//!   inside a block sets needs-rollback, and becomes the error behind it unless one is there
+//!   already (the first error wins). Outside any block (of that alias) an insert commits at once
+//!   (4.1) and a failing statement does nothing.
 //! * 2.1/2.3: `set_rollback(true)` or `set_rollback(false)` sets the flag as asked and clears the
 //!   error behind it: the caller decided. A fatal transaction stays fatal.
 //! * 5.1–5.6: inside a block a hook is kept; rolling back to a savepoint, or failing without
@@ -58,13 +55,53 @@
 //!   transaction still aborted does not commit: it rolls back, nothing of it stays and no hook
 //!   runs.
 //! * 11.2: a failed control statement (here the owed SAVEPOINT refused by the aborted server)
-//!   makes the whole transaction fatal: every later query of it is refused, every open block of
-//!   the alias that exits afterwards fails, nested or outermost, whatever the rollback flag says,
-//!   no savepoint is rolled back to, and nothing commits.
-//! * 1.5, 11.1, 7.2, 11.2, what a block returns: its body's `Err` or panic, always. When the body
-//!   returns `Ok`, the block reports any error that undid its work:
+//!   or a whole-transaction abort by the server (a MariaDB deadlock, below) makes the whole
+//!   transaction fatal: every later query of it is refused, every open block of the alias that
+//!   exits afterwards fails, nested or outermost, whatever the rollback flag says, no savepoint
+//!   is rolled back to, and nothing commits.
+//! * Conflicts. A `Conflict` operation meets a real conflict with a second transaction, made on
+//!   scratch rows of its own by a connection the runner owns outside the library's pools (the
+//!   helper connection). Its statements are queries like the others (3.1, 3.2, 9.1), and the
+//!   conflict is a failed statement whose error is a conflict (`Why::Conflict`):
+//!   - PostgreSQL (`Clash::Serialization`): the program reads its row (the first statement of a
+//!     transaction takes its snapshot), the helper updates the row and commits, and the program
+//!     updates it. Under REPEATABLE READ or SERIALIZABLE that update fails with 40001 ("could not
+//!     serialize access due to concurrent update"); under READ COMMITTED (the server's default)
+//!     or READ UNCOMMITTED (which PostgreSQL runs as READ COMMITTED) it succeeds. Only the
+//!     statement fails: the transaction is aborted (7.2) and a savepoint that reached the server
+//!     still recovers it, so a nested block with a savepoint catches the conflict (11.2).
+//!   - MySQL/MariaDB (`Clash::Deadlock`): the program updates its first row, the helper updates
+//!     many rows of its own (so that InnoDB, which rolls back the transaction that modified
+//!     fewer rows, picks the program as the victim), then the program's second row, then waits
+//!     for the program's first row; once the server shows it waiting, the program updates its
+//!     second row: a deadlock, 1213, and InnoDB rolls the program's whole transaction back and
+//!     drops its savepoints (11.2: fatal, as above).
+//!   - The harness's SQLite aliases never carry one: they begin with `BEGIN IMMEDIATE`, so their
+//!     transaction holds the write lock from its first statement and no other connection can
+//!     make its snapshot stale (`SQLITE_BUSY_SNAPSHOT` needs a deferred transaction, and a block
+//!     cannot ask for one there: it would replace the alias's own begin statement, 11.4); another
+//!     connection's lock would only make the BEGIN wait out the busy timeout, which is no
+//!     deterministic conflict.
+//!
+//!   A `Conflict` meets its conflict only on the attempts the program says (see [`Retry`]); on
+//!   the others the helper stays away and its statements succeed.
+//! * 11.3, `retry` (outermost blocks only): an attempt whose body returned (`Ok` or `Err`; not
+//!   a panic, not a cancellation) and that rolled back because a conflict doomed its transaction
+//!   (the error that made it fatal, or else the first error behind needs-rollback, is the
+//!   conflict) is run again, as a new transaction: the attempt's rows and hooks on its alias are
+//!   gone, while what it committed on the other alias stays committed (6.2), and the blocks
+//!   nested in it report what they returned like any other block. The library decides by that
+//!   error, not by the body's `Err`, whose type it cannot see into: a body that ignored the
+//!   conflict and returned an `Err` of its own is run again too. Once `retries` attempts have
+//!   followed the first, one more such attempt makes the block return `RetriesExhausted` with
+//!   the number of attempts, in place of the body's `Ok` or `Err`. A conflict caught by a
+//!   savepoint, or forgotten by `set_rollback` (2.2, 2.3; not in a fatal transaction), dooms no
+//!   attempt, and an attempt that rolls back for another error is not run again.
+//! * 1.5, 11.1, 7.2, 11.2, what a block returns: its body's `Err` or panic, always, but for
+//!   `RetriesExhausted` (above); a body that raises the error of a `Conflict` returns it
+//!   (`Raised`). When the body returns `Ok`, the block reports any error that undid its work:
 //!   - in a fatal transaction every block, nested or outermost, returns `RolledBack` with the
-//!     error of the failed control statement;
+//!     error that made it fatal;
 //!   - otherwise a nested block whose savepoint is rolled back, and an outermost block that rolls
 //!     back, return `RolledBack` with the first error behind needs-rollback when an error is
 //!     behind it, and the body's `Ok` when none is (the caller asked for the rollback with
@@ -131,12 +168,29 @@ pub enum Op {
     SetRollback(Alias, bool),
     /// `on_commit(hook).using(alias)`, the hook logging `label`.
     OnCommit(Alias, u32),
+    /// A conflict with the runner's helper connection on the scratch rows numbered `row` (see
+    /// the module's header and [`Clash`]). Only generated on a server's alias, and kept only
+    /// inside a block of its alias ([`Program::normalize`]). With `raise` the body returns the
+    /// error of the operation's first failed (or refused) statement at once, as `?` does;
+    /// otherwise the error is ignored.
+    Conflict { alias: Alias, row: u32, raise: bool },
     /// An atomic block.
     Block(Block),
 }
 
-/// `Atomic::new().using(alias).savepoint(savepoint)`, with `.read_only(..)` and `.isolation(..)`
-/// when given, `.run(body then exit)`.
+/// `retry` of an outermost block, and on which of its attempts the program's `Conflict`
+/// operations meet their conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// `Atomic::retry(retries)`: how many attempts may follow the first.
+    pub retries: u32,
+    /// The first `conflicts` attempts meet a conflict at each `Conflict` operation; the later
+    /// ones run clean. Without `retry`, a block's only attempt meets them.
+    pub conflicts: u32,
+}
+
+/// `Atomic::new().using(alias).savepoint(savepoint)`, with `.read_only(..)`, `.isolation(..)`
+/// and `.retry(..)` when given, `.run(body then exit)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Block {
     pub alias: Alias,
@@ -145,6 +199,8 @@ pub struct Block {
     pub read_only: Option<bool>,
     /// Only on a block that is the outermost of its alias (see [`Program::normalize`]).
     pub isolation: Option<Isolation>,
+    /// Only on a block that is the outermost of its alias (see [`Program::normalize`]).
+    pub retry: Option<Retry>,
     pub body: Vec<Op>,
     pub exit: Exit,
 }
@@ -157,6 +213,7 @@ impl Block {
             savepoint,
             read_only: None,
             isolation: None,
+            retry: None,
             body,
             exit,
         }
@@ -182,16 +239,23 @@ pub struct Expected {
     pub stats: Stats,
 }
 
-/// The first error behind a rollback that a block reports (`ErrorKind::RolledBack`), as the
-/// model knows it; the runner recognizes it by its code on each backend.
+/// The first error behind a rollback that a block reports (`ErrorKind::RolledBack`), or the
+/// error a body raised, as the model knows it; the runner recognizes it by its code on each
+/// backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Why {
     /// The `FailingStatement`: NOT NULL violated.
     NotNull,
     /// A statement, or an owed SAVEPOINT, sent to a transaction PostgreSQL had aborted (25P02).
     InAbortedTransaction,
-    /// An INSERT in a read-only transaction (25006).
+    /// A write in a read-only transaction (25006).
     ReadOnly,
+    /// The conflict of a `Conflict` operation: PostgreSQL's serialization failure (40001), or
+    /// MySQL/MariaDB's deadlock (1213, SQLSTATE 40001).
+    Conflict,
+    /// A query the library refused before sending it (`ErrorKind::Doomed`, 3.1); only ever
+    /// raised by a body, never the cause of a rollback.
+    Refused,
 }
 
 /// What a block returned to its caller.
@@ -201,12 +265,16 @@ pub enum BlockResult {
     Ok,
     /// The body's own `Err`.
     Err,
+    /// The body's own `Err`: the error of a `Conflict` operation's statement, raised as is.
+    Raised(Why),
     /// `ErrorKind::RolledBack` with this first error, although the body returned `Ok`.
     RolledBack(Why),
     /// `ErrorKind::Aborted`: the body returned `Ok` on a transaction PostgreSQL had aborted.
     Aborted,
     /// `ErrorKind::Unsupported`: SQLite refused the block's `read_only` before its body ran.
     Unsupported,
+    /// `ErrorKind::RetriesExhausted` after this many attempts, each doomed by a conflict.
+    RetriesExhausted(u32),
     Panicked,
     Cancelled,
 }
@@ -237,12 +305,25 @@ pub struct Stats {
     pub hooks_discarded: u64,
     /// Read-only transactions started.
     pub read_only: u64,
-    /// INSERTs refused by a read-only transaction.
+    /// Writes refused by a read-only transaction.
     pub read_only_failures: u64,
     /// Blocks refused with `Unsupported` (`read_only` on SQLite).
     pub unsupported: u64,
     /// Transactions started with an isolation level.
     pub isolation: u64,
+    /// `Conflict` operations that met their conflict.
+    pub conflicts: u64,
+    /// `Conflict` operations whose statements all succeeded: a clean attempt, or PostgreSQL
+    /// under READ COMMITTED.
+    pub conflicts_missed: u64,
+    /// Conflicts that rolled back the whole transaction (MariaDB's deadlocks, 11.2).
+    pub whole_aborts: u64,
+    /// Bodies that raised an operation's error.
+    pub raised: u64,
+    /// Attempts run again after a conflict (11.3).
+    pub retries: u64,
+    /// Retried blocks that gave up (`RetriesExhausted`).
+    pub retries_exhausted: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -265,7 +346,24 @@ impl std::ops::AddAssign for Stats {
         self.read_only_failures += o.read_only_failures;
         self.unsupported += o.unsupported;
         self.isolation += o.isolation;
+        self.conflicts += o.conflicts;
+        self.conflicts_missed += o.conflicts_missed;
+        self.whole_aborts += o.whole_aborts;
+        self.raised += o.raised;
+        self.retries += o.retries;
+        self.retries_exhausted += o.retries_exhausted;
     }
+}
+
+/// How the helper connection makes a `Conflict` operation fail on a server (see the module's
+/// header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clash {
+    /// PostgreSQL: a serialization failure of one statement, met only under REPEATABLE READ or
+    /// SERIALIZABLE.
+    Serialization,
+    /// MySQL/MariaDB: a deadlock whose victim is the program's transaction, rolled back whole.
+    Deadlock,
 }
 
 /// The backend behind an alias, as far as the model cares.
@@ -275,20 +373,25 @@ pub struct Flavor {
     pub aborts_on_error: bool,
     /// The backend has read-only transactions (SQLite refuses the option).
     pub read_only: bool,
+    /// How a `Conflict` operation fails; `None` where the programs carry none (SQLite).
+    pub clash: Option<Clash>,
 }
 
 impl Flavor {
     pub const SQLITE: Flavor = Flavor {
         aborts_on_error: false,
         read_only: false,
+        clash: None,
     };
     pub const POSTGRES: Flavor = Flavor {
         aborts_on_error: true,
         read_only: true,
+        clash: Some(Clash::Serialization),
     };
     pub const MYSQL: Flavor = Flavor {
         aborts_on_error: false,
         read_only: true,
+        clash: Some(Clash::Deadlock),
     };
 }
 
@@ -309,13 +412,14 @@ struct Frame {
     hooks_mark: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct AliasState {
     blocks: Vec<Frame>,
     needs_rollback: bool,
     /// The first error behind `needs_rollback`, when an error (not `set_rollback`) set it.
     doom: Option<Why>,
-    /// The error of a failed control statement: the whole transaction is fatal.
+    /// The error that made the whole transaction fatal: a failed control statement, or the
+    /// server's rollback of the whole transaction.
     fatal: Option<Why>,
     /// Rows of the open transaction, in order.
     rows: Vec<i64>,
@@ -323,8 +427,30 @@ struct AliasState {
     hooks: Vec<u32>,
     /// The open transaction is read-only.
     read_only: bool,
+    /// The isolation level the open transaction asked for.
+    isolation: Option<Isolation>,
+    /// The `Conflict` operations of the open transaction meet their conflict: the attempt is one
+    /// of its block's first `conflicts` (see [`Retry`]).
+    clashes: bool,
     /// The server aborted the transaction (PostgreSQL).
     aborted: bool,
+}
+
+impl Default for AliasState {
+    fn default() -> Self {
+        AliasState {
+            blocks: Vec::new(),
+            needs_rollback: false,
+            doom: None,
+            fatal: None,
+            rows: Vec::new(),
+            hooks: Vec::new(),
+            read_only: false,
+            isolation: None,
+            clashes: true,
+            aborted: false,
+        }
+    }
 }
 
 struct Model {
@@ -344,24 +470,60 @@ enum Flow {
     Continue,
     /// A panic is unwinding.
     Panic,
+    /// The body returns this error of an operation at once (`?`).
+    Raise(Why),
+}
+
+/// What became of a statement sent inside a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// Refused before it was sent (3.1).
+    Refused,
+    /// Failed with this error (3.2).
+    Failed(Why),
+    Done,
+}
+
+/// How one attempt of a block ended.
+struct Attempt {
+    /// For the enclosing body.
+    flow: Flow,
+    /// What the block returns if this attempt is its last.
+    result: BlockResult,
+    /// The attempt rolled back because a conflict doomed its transaction, and its body
+    /// returned: `retry` runs it again (11.3).
+    conflicted: bool,
 }
 
 impl Model {
     fn query(&mut self, alias: Alias, fails: bool, value: Option<i64>) {
         let i = alias.index();
-        let aborts = self.flavors[i].aborts_on_error;
-        let st = &mut self.aliases[i];
-        if st.blocks.is_empty() {
+        if self.aliases[i].blocks.is_empty() {
             // 4.1: autocommit.
             if !fails && let Some(v) = value {
                 self.committed[i].push(v);
             }
             return;
         }
+        let sent = self.statement(i, true, fails.then_some(Why::NotNull));
+        if sent == Sent::Done
+            && let Some(v) = value
+        {
+            self.aliases[i].rows.push(v);
+        }
+    }
+
+    /// A statement of alias `i` inside a block of it: refused (3.1), or sent after the owed
+    /// SAVEPOINTs (9.1); it fails with `error` unless the server refuses it first (an aborted
+    /// transaction, 7.2; a write, `writes`, in a read-only transaction).
+    fn statement(&mut self, i: usize, writes: bool, error: Option<Why>) -> Sent {
+        let aborts = self.flavors[i].aborts_on_error;
+        let st = &mut self.aliases[i];
+        debug_assert!(!st.blocks.is_empty(), "a statement in autocommit");
         if st.needs_rollback || st.fatal.is_some() {
             // 3.1: refused, nothing sent.
             self.stats.refused += 1;
-            return;
+            return Sent::Refused;
         }
         // 9.1: the owed SAVEPOINTs go first.
         for f in st.blocks.iter_mut() {
@@ -371,33 +533,79 @@ impl Model {
                     self.stats.broken += 1;
                     st.fatal.get_or_insert(Why::InAbortedTransaction);
                     st.needs_rollback = true;
-                    return;
+                    return Sent::Failed(Why::InAbortedTransaction);
                 }
                 f.sp = Sp::Sent;
             }
         }
         let error = if st.aborted {
             Some(Why::InAbortedTransaction) // 7.2
-        } else if st.read_only {
+        } else if writes && st.read_only {
             self.stats.read_only_failures += 1;
             Some(Why::ReadOnly)
-        } else if fails {
-            Some(Why::NotNull)
         } else {
-            None
+            error
         };
-        if let Some(why) = error {
-            // 3.2; on PostgreSQL the server aborts the transaction (7.2).
-            st.needs_rollback = true;
-            st.doom.get_or_insert(why);
-            if aborts {
-                st.aborted = true;
+        let Some(why) = error else {
+            return Sent::Done;
+        };
+        // 3.2; on PostgreSQL the server aborts the transaction (7.2).
+        st.needs_rollback = true;
+        st.doom.get_or_insert(why);
+        if aborts {
+            st.aborted = true;
+        }
+        Sent::Failed(why)
+    }
+
+    /// A `Conflict` operation on `alias`: its statements, and the conflict when the attempt
+    /// meets one. Returns what became of the first statement that did not succeed, if one did
+    /// not.
+    fn conflict(&mut self, alias: Alias) -> Sent {
+        let i = alias.index();
+        let clash = self.flavors[i]
+            .clash
+            .expect("a Conflict operation runs on a server's alias");
+        if self.aliases[i].blocks.is_empty() {
+            // Dropped by `Program::normalize`; in autocommit nothing would wait for the helper.
+            return Sent::Done;
+        }
+        let clashes = self.aliases[i].clashes;
+        let sent = match clash {
+            Clash::Serialization => {
+                // The SELECT that takes the snapshot (a read: a read-only transaction allows it).
+                match self.statement(i, false, None) {
+                    Sent::Done => {}
+                    other => return other,
+                }
+                // The helper's committed UPDATE is seen by a snapshot older than it.
+                let snapshot = matches!(
+                    self.aliases[i].isolation,
+                    Some(Isolation::RepeatableRead | Isolation::Serializable)
+                );
+                self.statement(i, true, (clashes && snapshot).then_some(Why::Conflict))
             }
-            return;
+            Clash::Deadlock => {
+                // The UPDATE of the program's first row, which the helper will wait for.
+                match self.statement(i, true, None) {
+                    Sent::Done => {}
+                    other => return other,
+                }
+                let sent = self.statement(i, true, clashes.then_some(Why::Conflict));
+                if sent == Sent::Failed(Why::Conflict) {
+                    // 11.2: InnoDB rolled the whole transaction back.
+                    self.stats.whole_aborts += 1;
+                    self.aliases[i].fatal.get_or_insert(Why::Conflict);
+                }
+                sent
+            }
+        };
+        match sent {
+            Sent::Failed(Why::Conflict) => self.stats.conflicts += 1,
+            Sent::Done => self.stats.conflicts_missed += 1,
+            _ => {}
         }
-        if let Some(v) = value {
-            st.rows.push(v);
-        }
+        sent
     }
 
     fn on_commit(&mut self, alias: Alias, label: u32) {
@@ -425,6 +633,13 @@ impl Model {
                 Op::FailingStatement(a) => self.query(*a, true, None),
                 Op::SetRollback(a, f) => self.set_rollback(*a, *f),
                 Op::OnCommit(a, l) => self.on_commit(*a, *l),
+                Op::Conflict { alias, raise, .. } => match self.conflict(*alias) {
+                    Sent::Done => {}
+                    Sent::Refused if *raise => return Flow::Raise(Why::Refused),
+                    Sent::Failed(why) if *raise => return Flow::Raise(why),
+                    // Ignored, like any statement's error.
+                    Sent::Refused | Sent::Failed(_) => {}
+                },
                 Op::Block(b) => {
                     if self.block(b) == Flow::Panic {
                         return Flow::Panic;
@@ -439,7 +654,7 @@ impl Model {
         let i = b.alias.index();
         let outermost = self.aliases[i].blocks.is_empty();
         debug_assert!(
-            outermost || (b.read_only.is_none() && b.isolation.is_none()),
+            outermost || (b.read_only.is_none() && b.isolation.is_none() && b.retry.is_none()),
             "options on a nested block"
         );
         if outermost && b.read_only.is_some() && !self.flavors[i].read_only {
@@ -448,6 +663,35 @@ impl Model {
             self.results.push(BlockResult::Unsupported);
             return Flow::Continue;
         }
+        let mut attempts = 1;
+        let (flow, result) = loop {
+            // Without `retry` the only attempt meets the conflicts.
+            let clashes = b.retry.is_none_or(|r| attempts <= r.conflicts);
+            let attempt = self.attempt(b, outermost, clashes);
+            match b.retry {
+                // 11.3: a new transaction.
+                Some(r) if attempt.conflicted && attempts <= r.retries => {
+                    self.stats.retries += 1;
+                    attempts += 1;
+                }
+                Some(_) if attempt.conflicted => {
+                    self.stats.retries_exhausted += 1;
+                    break (attempt.flow, BlockResult::RetriesExhausted(attempts));
+                }
+                _ => break (attempt.flow, attempt.result),
+            }
+        };
+        if matches!(result, BlockResult::RolledBack(_)) {
+            self.stats.rolled_back += 1;
+        }
+        self.results.push(result);
+        flow
+    }
+
+    /// Runs the block's body once; `clashes`: its `Conflict` operations meet their conflict
+    /// (only an outermost block decides that, for its transaction).
+    fn attempt(&mut self, b: &Block, outermost: bool, clashes: bool) -> Attempt {
+        let i = b.alias.index();
         self.depth += 1;
         self.stats.blocks += 1;
         self.stats.max_depth = self.stats.max_depth.max(self.depth);
@@ -457,6 +701,8 @@ impl Model {
                 // 1.1: a new transaction, with the block's options.
                 *st = AliasState::default();
                 st.read_only = b.read_only == Some(true);
+                st.isolation = b.isolation;
+                st.clashes = clashes;
                 self.stats.read_only += u64::from(st.read_only);
                 self.stats.isolation += u64::from(b.isolation.is_some());
                 Sp::None
@@ -473,10 +719,13 @@ impl Model {
         }
         let flow = self.ops(&b.body);
         self.depth -= 1;
-        let exit = if flow == Flow::Panic {
-            Exit::Panic
-        } else {
-            b.exit
+        let (exit, raised) = match flow {
+            Flow::Panic => (Exit::Panic, None),
+            Flow::Raise(why) => {
+                self.stats.raised += 1;
+                (Exit::Err, Some(why))
+            }
+            Flow::Continue => (b.exit, None),
         };
         match exit {
             Exit::Panic => self.stats.panics += 1,
@@ -489,6 +738,7 @@ impl Model {
         let failed = exit != Exit::Ok || st.needs_rollback || st.fatal.is_some();
         // The error the block returns instead of its body's `Ok` (11.1, 7.2, 11.2).
         let mut error = None;
+        let mut conflicted = false;
         if !st.blocks.is_empty() {
             if failed {
                 st.needs_rollback = false;
@@ -523,7 +773,11 @@ impl Model {
                 self.stats.rollbacks += 1;
                 self.stats.hooks_discarded += st.hooks.len() as u64;
                 if failed {
-                    error = st.fatal.or(st.doom).map(BlockResult::RolledBack);
+                    let doomed_by = st.fatal.or(st.doom);
+                    error = doomed_by.map(BlockResult::RolledBack);
+                    // 11.3: a panic or a cancellation leaves the block for good.
+                    conflicted =
+                        matches!(exit, Exit::Ok | Exit::Err) && doomed_by == Some(Why::Conflict);
                 } else {
                     // 7.2: COMMIT would roll back.
                     self.stats.aborted_commits += 1;
@@ -535,17 +789,17 @@ impl Model {
         }
         let result = match exit {
             Exit::Ok => error.unwrap_or(BlockResult::Ok),
-            Exit::Err => BlockResult::Err,
+            Exit::Err => raised.map_or(BlockResult::Err, BlockResult::Raised),
             Exit::Panic => BlockResult::Panicked,
             Exit::Cancel => BlockResult::Cancelled,
         };
-        if matches!(result, BlockResult::RolledBack(_)) {
-            self.stats.rolled_back += 1;
-        }
-        self.results.push(result);
-        match exit {
-            Exit::Panic => Flow::Panic,
-            _ => Flow::Continue,
+        Attempt {
+            flow: match exit {
+                Exit::Panic => Flow::Panic,
+                _ => Flow::Continue,
+            },
+            result,
+            conflicted,
         }
     }
 }
@@ -579,36 +833,58 @@ pub fn expected(program: &Program, a: Flavor, b: Flavor) -> Expected {
 impl Program {
     /// Number of `Insert` operations (their values are `0..n`, see [`Program::normalize`]).
     pub fn inserts(&self) -> i64 {
-        fn count(ops: &[Op]) -> i64 {
+        self.count(|op| matches!(op, Op::Insert(..)))
+    }
+
+    /// Number of `Conflict` operations (their rows are `0..n`, see [`Program::normalize`]).
+    pub fn conflicts(&self) -> i64 {
+        self.count(|op| matches!(op, Op::Conflict { .. }))
+    }
+
+    fn count(&self, counted: impl Fn(&Op) -> bool + Copy) -> i64 {
+        fn count(ops: &[Op], counted: impl Fn(&Op) -> bool + Copy) -> i64 {
             ops.iter()
                 .map(|op| match op {
-                    Op::Insert(..) => 1,
-                    Op::Block(b) => count(&b.body),
-                    _ => 0,
+                    Op::Block(b) => count(&b.body, counted),
+                    op => i64::from(counted(op)),
                 })
                 .sum()
         }
-        count(&self.ops)
+        count(&self.ops, counted)
     }
 
-    /// Numbers the inserts' values and the hooks' labels in program order from 0, gives every
-    /// `SetRollback` an alias with an open block (the innermost block's alias when its own has
-    /// none), and takes the transaction options off every block nested in a block of its own
-    /// alias; a `SetRollback` at top level is dropped.
+    /// Numbers the inserts' values, the hooks' labels and the conflicts' rows in program order
+    /// from 0, gives every `SetRollback` an alias with an open block (the innermost block's
+    /// alias when its own has none), and takes the transaction options and `retry` off every
+    /// block nested in a block of its own alias; a `SetRollback` at top level is dropped, and so
+    /// is a `Conflict` outside any block of its alias (in autocommit its first statement
+    /// commits at once and nothing makes the helper wait).
     pub fn normalize(mut self) -> Program {
-        fn walk(ops: &mut Vec<Op>, open: &mut Vec<Alias>, next_v: &mut i64, next_h: &mut u32) {
-            if open.is_empty() {
-                ops.retain(|op| !matches!(op, Op::SetRollback(..)));
-            }
+        #[derive(Default)]
+        struct Next {
+            value: i64,
+            hook: u32,
+            row: u32,
+        }
+        fn walk(ops: &mut Vec<Op>, open: &mut Vec<Alias>, next: &mut Next) {
+            ops.retain(|op| match op {
+                Op::SetRollback(..) => !open.is_empty(),
+                Op::Conflict { alias, .. } => open.contains(alias),
+                _ => true,
+            });
             for op in ops.iter_mut() {
                 match op {
                     Op::Insert(_, v) => {
-                        *v = *next_v;
-                        *next_v += 1;
+                        *v = next.value;
+                        next.value += 1;
                     }
                     Op::OnCommit(_, l) => {
-                        *l = *next_h;
-                        *next_h += 1;
+                        *l = next.hook;
+                        next.hook += 1;
+                    }
+                    Op::Conflict { row, .. } => {
+                        *row = next.row;
+                        next.row += 1;
                     }
                     Op::SetRollback(a, _) => {
                         if !open.contains(a) {
@@ -620,15 +896,16 @@ impl Program {
                         if open.contains(&b.alias) {
                             b.read_only = None;
                             b.isolation = None;
+                            b.retry = None;
                         }
                         open.push(b.alias);
-                        walk(&mut b.body, open, next_v, next_h);
+                        walk(&mut b.body, open, next);
                         open.pop();
                     }
                 }
             }
         }
-        walk(&mut self.ops, &mut Vec::new(), &mut 0, &mut 0);
+        walk(&mut self.ops, &mut Vec::new(), &mut Next::default());
         self
     }
 }
@@ -650,6 +927,10 @@ fn fmt_ops(f: &mut fmt::Formatter<'_>, ops: &[Op], indent: usize) -> fmt::Result
             Op::FailingStatement(a) => writeln!(f, "{pad}failing statement {a}")?,
             Op::SetRollback(a, b) => writeln!(f, "{pad}set_rollback {a} {b}")?,
             Op::OnCommit(a, l) => writeln!(f, "{pad}on_commit {a} h{l}")?,
+            Op::Conflict { alias, row, raise } => {
+                let raise = if *raise { " raise" } else { "" };
+                writeln!(f, "{pad}conflict {alias} r{row}{raise}")?
+            }
             Op::Block(b) => {
                 write!(f, "{pad}block {}", b.alias)?;
                 if let Some(ro) = b.read_only {
@@ -657,6 +938,9 @@ fn fmt_ops(f: &mut fmt::Formatter<'_>, ops: &[Op], indent: usize) -> fmt::Result
                 }
                 if let Some(level) = b.isolation {
                     write!(f, " isolation={level:?}")?;
+                }
+                if let Some(r) = b.retry {
+                    write!(f, " retry={} conflicts={}", r.retries, r.conflicts)?;
                 }
                 if !b.savepoint {
                     write!(f, " savepoint=false")?;
