@@ -77,8 +77,13 @@ impl AliasCtx {
     }
 
     pub(crate) fn record(&self, sql: &str) {
+        self.record_on(sql, None);
+    }
+
+    /// Records a statement sent to `replica` (`None`: the primary).
+    pub(crate) fn record_on(&self, sql: &str, replica: Option<&str>) {
         if let Some(recorder) = &self.recorder {
-            recorder.record(&self.entry.name, sql);
+            recorder.record(&self.entry.name, sql, replica);
         }
     }
 

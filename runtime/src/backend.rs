@@ -228,12 +228,21 @@ async fn control_on<DB>(
     conn: &mut PoolConnection<DB>,
     stmt: Control,
     begin: Option<&str>,
+    plain: bool,
 ) -> Result<(), sqlx::Error>
 where
     DB: Database,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
     match stmt {
+        // Sent as plain statements, past sqlx's transaction manager, so that sqlx's count of open
+        // transactions stays 0 whatever the COMMIT is sent with (see `Lease::send`).
+        Control::Begin(_) | Control::Commit | Control::Rollback if plain => {
+            sqlx::raw_sql(AssertSqlSafe(ControlText { stmt, begin }.to_string()))
+                .execute(&mut **conn)
+                .await
+                .map(drop)
+        }
         // BEGIN/COMMIT/ROLLBACK go through sqlx's own transaction manager, so its depth counter is
         // right and `start_rollback` (used when a block is dropped) works as for sqlx's Transaction.
         Control::Begin(_) => {
@@ -250,14 +259,17 @@ where
 }
 
 impl AnyConn {
+    /// Sends a control statement; `plain`: BEGIN, COMMIT and ROLLBACK as plain statements, not
+    /// through sqlx's transaction manager (an alias with read replicas).
     pub(crate) async fn control(
         &mut self,
         stmt: Control,
         begin: Option<&str>,
+        plain: bool,
     ) -> Result<(), sqlx::Error> {
         // Not boxed, unlike `AnyPool::acquire`: sqlx boxes the statement's own future, and what
         // remains is a few hundred bytes, cheaper to carry than to allocate twice a transaction.
-        dispatch!(AnyConn, self, c => control_on(c, stmt, begin).await)
+        dispatch!(AnyConn, self, c => control_on(c, stmt, begin, plain).await)
     }
 
     /// Queues a ROLLBACK that sqlx sends before the connection is reused (it pings on release).

@@ -11,6 +11,7 @@ use sqlx::Pool;
 use crate::backend::{AnyPool, Backend, BackendKind};
 use crate::error::{Error, ErrorKind};
 use crate::pool_config::PoolConfig;
+use crate::redact::{redact_url, scrub};
 
 /// One configured database: its pool and its transaction settings.
 ///
@@ -29,6 +30,9 @@ pub struct Database {
     pub(crate) begin: Option<String>,
     pub(crate) test_with_begin: bool,
     pub(crate) transaction_pooling: bool,
+    /// Its read replicas (`read_replica`), and the bound on waiting for them.
+    pub(crate) replicas: Vec<Database>,
+    pub(crate) replica_wait: Option<Duration>,
     /// The pool's settings, when the library built it.
     config: Option<PoolConfig>,
     pub(crate) display: String,
@@ -64,7 +68,7 @@ impl Database {
                 "`Database::connect_lazy({display})` must be called inside a tokio runtime"
             )));
         }
-        let (sqlx_url, config) = config
+        let (sqlx_url, mut config) = config
             .with_url(url)
             .map_err(|why| fail(format!("{display}: {why}")))?;
         let scheme = sqlx_url
@@ -107,6 +111,18 @@ impl Database {
             }
         };
         let pooling = config.transaction_pooling.unwrap_or(false);
+        // The replicas' URLs become databases here, and are not kept (they may hold passwords).
+        let mut replicas = Vec::new();
+        for replica in std::mem::take(&mut config.replicas) {
+            let replica = Database::connect_lazy(&replica).map_err(|e| {
+                let why = match e.kind() {
+                    ErrorKind::InvalidConfig(why) => why.clone(),
+                    _ => e.to_string(),
+                };
+                fail(format!("{display}: a read replica in its URL: {why}"))
+            })?;
+            replicas.push(replica);
+        }
         let db = Database {
             pool,
             atomic_requests: false,
@@ -114,6 +130,8 @@ impl Database {
             begin: None,
             test_with_begin: true,
             transaction_pooling: false,
+            replicas,
+            replica_wait: config.replica_wait,
             config: Some(config),
             display,
         };
@@ -140,6 +158,8 @@ impl Database {
             begin: None,
             test_with_begin: false,
             transaction_pooling: false,
+            replicas: Vec::new(),
+            replica_wait: None,
             config: None,
             display: format!("{} pool", DB::BACKEND_NAME),
         }
@@ -228,8 +248,22 @@ impl Database {
         self
     }
 
+    /// What the checks of its replicas need to know of this database.
+    fn facts(&self) -> crate::replica_set::Facts<'_> {
+        crate::replica_set::Facts {
+            pool: &self.pool,
+            display: &self.display,
+            transaction_pooling: self.transaction_pooling,
+            has_replicas: !self.replicas.is_empty(),
+        }
+    }
+
     /// Why this database cannot be installed as configured, if it cannot.
     pub(crate) fn invalid(&self) -> Option<String> {
+        let replicas: Vec<_> = self.replicas.iter().map(Database::facts).collect();
+        if let Some(why) = crate::replica_set::invalid(self.facts(), &replicas) {
+            return Some(why);
+        }
         if !self.transaction_pooling {
             return None;
         }
@@ -276,6 +310,17 @@ impl fmt::Debug for Database {
             .field("autocommit", &self.autocommit)
             .field("test_with_begin", &self.test_with_begin)
             .field("transaction_pooling", &self.transaction_pooling);
+        if !self.replicas.is_empty() {
+            let replicas: Vec<String> = (self.replicas.iter())
+                .map(|r| crate::replica_set::describe(&r.pool, &r.display))
+                .collect();
+            d.field("replicas", &replicas).field(
+                "replica_wait",
+                &self
+                    .replica_wait
+                    .unwrap_or(crate::replica_set::DEFAULT_WAIT),
+            );
+        }
         if let Some(c) = &self.config {
             d.field("max_connections", &c.max_connections)
                 .field("min_connections", &c.min_connections)
@@ -329,44 +374,6 @@ fn enabled_backends() -> String {
     .flatten()
     .collect::<Vec<_>>()
     .join(", ")
-}
-
-/// The password part of a URL, if it has one.
-fn password_of(url: &str) -> Option<&str> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let userinfo = authority.rsplit_once('@')?.0;
-    let pw = userinfo.split_once(':')?.1;
-    (!pw.is_empty()).then_some(pw)
-}
-
-/// A URL with its password (and any `password=` query parameter) replaced by `***`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let mut out = match password_of(url) {
-        Some(pw) => url.replacen(&format!(":{pw}@"), ":***@", 1),
-        None => url.to_owned(),
-    };
-    if let Some(q) = out.find('?') {
-        let (base, query) = out.split_at(q + 1);
-        let query: Vec<String> = query
-            .split('&')
-            .map(|kv| match kv.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                _ => kv.to_owned(),
-            })
-            .collect();
-        out = format!("{base}{}", query.join("&"));
-    }
-    out
-}
-
-/// Removes every occurrence of the URL's secrets from a message.
-pub(crate) fn scrub(message: &str, url: &str) -> String {
-    let mut out = message.replace(url, &redact_url(url));
-    if let Some(pw) = password_of(url) {
-        out = out.replace(pw, "***");
-    }
-    out
 }
 
 /// The set of databases of a process, by alias, like Django's `DATABASES`.
@@ -466,6 +473,10 @@ impl Databases {
                 index,
                 name: Arc::from(name.as_str()),
                 kind: db.pool.kind(),
+                replicas: crate::replica_set::ReplicaSet::build(
+                    db.replicas.iter().map(|r| (&r.pool, r.display.as_str())),
+                    db.replica_wait,
+                ),
                 db,
             }));
         }
@@ -490,6 +501,9 @@ pub(crate) struct AliasEntry {
     pub(crate) index: usize,
     pub(crate) name: Arc<str>,
     pub(crate) kind: BackendKind,
+    /// Its read replicas, if it has any: then statements outside blocks may go to them, and
+    /// transaction control is sent as plain statements (see `Lease::send`).
+    pub(crate) replicas: Option<Box<crate::replica_set::ReplicaSet>>,
     pub(crate) db: Database,
 }
 
@@ -652,19 +666,5 @@ mod tests {
             panic!("a SQLite pool");
         };
         assert_eq!(pool.options().get_max_connections(), 10);
-    }
-
-    #[test]
-    fn redacts_passwords() {
-        let url = "postgres://bob:s3cr%40t@db.example:5432/app?sslmode=disable&password=other";
-        let r = redact_url(url);
-        assert!(!r.contains("s3cr"), "{r}");
-        assert!(!r.contains("other"), "{r}");
-        assert_eq!(
-            r,
-            "postgres://bob:***@db.example:5432/app?sslmode=disable&password=***"
-        );
-        assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
-        assert_eq!(scrub("bad s3cr%40t here", url), "bad *** here");
     }
 }

@@ -291,6 +291,21 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+/// Lets a function that returns `Result<T, sqlx::Error>`, the most common signature in sqlx
+/// code, be an atomic block, and use `?` on the library's errors. The library's own error travels
+/// inside `sqlx::Error::Configuration` and comes back out with `Error::from`.
+///
+/// ```
+/// let ours = sqlx_atomic::Error::from(sqlx::Error::RowNotFound);
+/// let theirs: sqlx::Error = ours.into();
+/// assert!(matches!(theirs, sqlx::Error::RowNotFound));
+/// ```
+impl From<Error> for sqlx::Error {
+    fn from(e: Error) -> Self {
+        e.into_sqlx()
+    }
+}
+
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

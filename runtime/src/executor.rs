@@ -2,8 +2,6 @@
 //! alias, after the statements the open blocks still owe, or on the pool in autocommit.
 
 use std::borrow::Cow;
-use std::fmt;
-use std::marker::PhantomData;
 use std::sync::Arc;
 
 use futures_core::future::BoxFuture;
@@ -18,83 +16,12 @@ use crate::classify::{Cause, Effect, effect_of, is_lock_timeout};
 use crate::config::{AliasEntry, lookup};
 use crate::error::{Error, ErrorKind};
 use crate::frame::Frame;
+use crate::handle::Handle;
 use crate::lease::{Lease, Phase};
 use crate::pooling::{Refused, Unnamed};
+use crate::reads::Parts;
+use crate::routing::routed;
 use crate::state::Route;
-
-/// The ambient connection of a database alias: an [`sqlx::Executor`] to pass to
-/// `sqlx::query(..).execute(..)`, `fetch_one`, `fetch_all`, `fetch` and the `query!` family.
-///
-/// Inside an atomic block it runs the query in the block's transaction (sending the owed BEGIN
-/// and SAVEPOINTs first); outside any block it runs it on the pool, in autocommit. It is cheap to
-/// create and to clone, and holds no connection itself: it finds the task's context when the
-/// query runs. A handle moved into a `tokio::spawn`ed task therefore runs there in autocommit,
-/// outside the spawner's transaction.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sqlx_atomic::Error> {
-/// # sqlx_atomic::Databases::new().add("default", sqlx_atomic::Database::connect_lazy("sqlite::memory:")?).install()?;
-/// let db = sqlx_atomic::sqlite("default");
-/// let n: i64 = sqlx::query_scalar("SELECT 1 + 1").fetch_one(&db).await?;
-/// assert_eq!(n, 2);
-/// # Ok(()) }
-/// ```
-pub struct Handle<DB> {
-    alias: Cow<'static, str>,
-    _db: PhantomData<fn() -> DB>,
-}
-
-impl<DB> Clone for Handle<DB> {
-    fn clone(&self) -> Self {
-        Handle {
-            alias: self.alias.clone(),
-            _db: PhantomData,
-        }
-    }
-}
-
-impl<DB: Backend> fmt::Debug for Handle<DB> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Handle")
-            .field("alias", &self.alias)
-            .field("backend", &DB::BACKEND_NAME)
-            .finish()
-    }
-}
-
-impl<DB: Backend> Handle<DB> {
-    /// The handle of `alias`. The alias is resolved when a query runs; an unknown alias or one
-    /// configured for another backend makes that query fail with an error naming it.
-    pub fn new(alias: impl Into<Cow<'static, str>>) -> Self {
-        Handle {
-            alias: alias.into(),
-            _db: PhantomData,
-        }
-    }
-
-    /// The alias of this handle.
-    pub fn alias(&self) -> &str {
-        &self.alias
-    }
-}
-
-/// The ambient handle of a SQLite alias.
-#[cfg(feature = "sqlite")]
-pub fn sqlite(alias: impl Into<Cow<'static, str>>) -> Handle<sqlx::Sqlite> {
-    Handle::new(alias)
-}
-
-/// The ambient handle of a PostgreSQL alias.
-#[cfg(feature = "postgres")]
-pub fn postgres(alias: impl Into<Cow<'static, str>>) -> Handle<sqlx::Postgres> {
-    Handle::new(alias)
-}
-
-/// The ambient handle of a MySQL/MariaDB alias.
-#[cfg(feature = "mysql")]
-pub fn mysql(alias: impl Into<Cow<'static, str>>) -> Handle<sqlx::MySql> {
-    Handle::new(alias)
-}
 
 /// Where a query runs.
 enum Target<DB: Database> {
@@ -305,14 +232,20 @@ macro_rules! one_shot {
                 }
             } else {
                 let (target, actx) = target::<DB>(entry).await.map_err(sqlx_err)?;
-                run_on!(
-                    target,
-                    Tap {
-                        inner: $query,
-                        actx
-                    },
-                    $method
-                )
+                match (target, entry.replicas.as_deref()) {
+                    // Outside any block of an alias with read replicas (§12).
+                    (Target::Pool(pool), Some(set)) => {
+                        routed!(entry, set, $handle, $query, actx, pool, $method)
+                    }
+                    (target, _) => run_on!(
+                        target,
+                        Tap {
+                            inner: $query,
+                            actx
+                        },
+                        $method
+                    ),
+                }
             };
             result.map_err(|e| with_alias(e, alias))
         })
@@ -489,6 +422,18 @@ where
                 return;
             }
             let (target, actx) = target::<DB>(entry).await.map_err(sqlx_err)?;
+            let target = match (target, entry.replicas.as_deref()) {
+                // Outside any block of an alias with read replicas (§12).
+                (Target::Pool(pool), Some(set)) => {
+                    let query = Parts::new(query)?;
+                    let mut s = crate::routing::stream(entry, set, self.primary, query, pool, actx);
+                    while let Some(v) = s.try_next().await.map_err(|e| with_alias(e, &self.alias))? {
+                        yield v;
+                    }
+                    return;
+                }
+                (target, _) => target,
+            };
             let query = Tap { inner: query, actx };
             match target {
                 Target::Pool(pool) => {
@@ -583,70 +528,5 @@ where
             };
             result.map_err(|e| with_alias(e, &self.alias))
         })
-    }
-}
-
-impl<'h, DB> Executor<'h> for &'h Handle<DB>
-where
-    DB: Backend,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-{
-    type Database = DB;
-
-    fn fetch_many<'e, 'q: 'e, E>(
-        self,
-        query: E,
-    ) -> BoxStream<'e, Result<Either<DB::QueryResult, DB::Row>, sqlx::Error>>
-    where
-        'h: 'e,
-        E: 'q + Execute<'q, DB>,
-    {
-        self.clone().fetch_many(query)
-    }
-
-    fn fetch_optional<'e, 'q: 'e, E>(
-        self,
-        query: E,
-    ) -> BoxFuture<'e, Result<Option<DB::Row>, sqlx::Error>>
-    where
-        'h: 'e,
-        E: 'q + Execute<'q, DB>,
-    {
-        self.clone().fetch_optional(query)
-    }
-
-    fn execute<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<DB::QueryResult, sqlx::Error>>
-    where
-        'h: 'e,
-        E: 'q + Execute<'q, DB>,
-    {
-        self.clone().execute(query)
-    }
-
-    fn fetch_all<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Vec<DB::Row>, sqlx::Error>>
-    where
-        'h: 'e,
-        E: 'q + Execute<'q, DB>,
-    {
-        self.clone().fetch_all(query)
-    }
-
-    fn prepare_with<'e>(
-        self,
-        sql: SqlStr,
-        parameters: &'e [<DB as Database>::TypeInfo],
-    ) -> BoxFuture<'e, Result<<DB as Database>::Statement, sqlx::Error>>
-    where
-        'h: 'e,
-    {
-        self.clone().prepare_with(sql, parameters)
-    }
-
-    #[doc(hidden)]
-    fn describe<'e>(self, sql: SqlStr) -> BoxFuture<'e, Result<sqlx::Describe<DB>, sqlx::Error>>
-    where
-        'h: 'e,
-    {
-        self.clone().describe(sql)
     }
 }

@@ -168,6 +168,12 @@ impl Lease {
             return Err(self.actx.err(ErrorKind::ConnectionLost));
         }
         self.set_phase(Phase::Control);
+        // On an alias with read replicas the COMMIT also reads the commit's WAL position, in the
+        // same round trip (§12.3). sqlx's transaction manager sends a plain `COMMIT` and counts
+        // the transactions it opened, so on such an alias BEGIN, COMMIT and ROLLBACK all go past
+        // it, as plain statements: its count stays 0 and agrees with the server once the COMMIT
+        // with the position query has ended the transaction.
+        let plain = self.actx.entry.replicas.is_some();
         for &stmt in stmts {
             // A BEGIN with options is written for this transaction; the alias's own BEGIN, if
             // any, otherwise (the two never meet: `TxnOpts::check`).
@@ -179,9 +185,14 @@ impl Lease {
                 .as_deref()
                 .or(self.actx.entry.db.begin.as_deref());
             let text = crate::backend::ControlText { stmt, begin };
-            announce(&self.actx, &text);
             let conn = self.conn.as_mut().expect("checked above");
-            let mut sent = conn.control(stmt, begin).await;
+            let mut sent = if plain && stmt == Control::Commit {
+                announce(&self.actx, &crate::wal::COMMIT_AND_POSITION);
+                crate::wal::commit_and_capture(conn, self.actx.entry).await
+            } else {
+                announce(&self.actx, &text);
+                conn.control(stmt, begin, plain).await
+            };
             // The connection was taken idle without a ping: this statement was its test.
             let tested_now = std::mem::take(&mut self.untested);
             if tested_now && let Err(e) = sent {
@@ -227,7 +238,8 @@ impl Lease {
     ) -> Result<(), Error> {
         self.replace_dead(e).await?;
         let conn = self.conn.as_mut().expect("replaced above");
-        conn.control(stmt, begin)
+        let plain = self.actx.entry.replicas.is_some();
+        conn.control(stmt, begin, plain)
             .await
             .map_err(|e| Error::from(e).with_alias(self.actx.name()))
     }
@@ -279,7 +291,7 @@ impl Drop for Lease {
 
 /// A control statement about to go out: its DEBUG event (its depth is read only when a subscriber
 /// wants it), and its text for the statement recorder, if the scope records.
-fn announce(actx: &AliasCtx, text: &crate::backend::ControlText<'_>) {
+fn announce(actx: &AliasCtx, text: &dyn std::fmt::Display) {
     if actx.recording() {
         actx.record(&text.to_string());
     }

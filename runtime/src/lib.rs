@@ -17,19 +17,27 @@ mod error;
 mod executor;
 mod exit;
 mod frame;
+mod handle;
 mod hook;
 mod lease;
 mod on_commit;
 mod options;
 mod pool_config;
 mod pooling;
+mod position;
+mod reads;
 mod record;
+mod redact;
+mod replica;
+mod replica_set;
 mod requests;
+mod routing;
 mod state;
 mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod transaction;
+mod wal;
 
 pub use aliased::{AliasedDatabaseError, alias_of};
 pub use backend::Backend;
@@ -37,18 +45,20 @@ pub use block::{Atomic, AtomicResult, AtomicRetry, Attempts};
 pub use classify::{Cause, Conflict};
 pub use config::{Database, Databases, check_databases, installed_aliases, is_installed, pool};
 pub use error::{BoxError, Error, ErrorKind};
-pub use executor::Handle;
+pub use handle::Handle;
 #[cfg(feature = "mysql")]
-pub use executor::mysql;
+pub use handle::mysql;
 #[cfg(feature = "postgres")]
-pub use executor::postgres;
+pub use handle::postgres;
 #[cfg(feature = "sqlite")]
-pub use executor::sqlite;
+pub use handle::sqlite;
 pub use hook::{AsyncHook, HookFn, HookResult, IntoHook, SyncHook};
 pub use on_commit::{OnCommit, OnCommitFuture, on_commit};
 pub use options::{Isolation, LockMode, Retry};
 pub use pool_config::PoolConfig;
+pub use position::{CommitPosition, InvalidPosition, ReadAt, read_at};
 pub use record::RecordedStatement;
+pub use replica::commit_position;
 pub use transaction::{
     Alias, SavepointId, Scope, clean_savepoints, commit, get_autocommit, get_rollback, rollback,
     savepoint, savepoint_commit, savepoint_rollback, scope, set_autocommit, set_rollback, using,

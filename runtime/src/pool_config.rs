@@ -22,6 +22,8 @@ use std::time::Duration;
 /// | `atomic_max_lifetime=30m` | [`max_lifetime`](Self::max_lifetime) (`none`: for ever) |
 /// | `atomic_pooling=transaction` | [`transaction_pooling`](Self::transaction_pooling) (`session`: off) |
 /// | `atomic_session_sql=SET%20wsrep_sync_wait%3D1` | [`session_sql`](Self::session_sql), percent-encoded |
+/// | `atomic_replica=postgres%3A%2F%2Fapp%40replica%2Fapp` | [`Database::read_replica`](crate::Database::read_replica) of a database connected to that URL, percent-encoded (repeatable; its own `atomic_*` parameters apply to it) |
+/// | `atomic_replica_wait=250ms` | [`Database::replica_wait`](crate::Database::replica_wait) |
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sqlx_atomic::Error> {
@@ -43,6 +45,9 @@ pub struct PoolConfig {
     pub(crate) max_lifetime: Option<Option<Duration>>,
     pub(crate) transaction_pooling: Option<bool>,
     pub(crate) session_sql: Vec<String>,
+    /// The URLs of `atomic_replica=` parameters.
+    pub(crate) replicas: Vec<String>,
+    pub(crate) replica_wait: Option<Duration>,
 }
 
 impl PoolConfig {
@@ -134,11 +139,20 @@ impl PoolConfig {
                 "session_sql" => self
                     .session_sql
                     .push(percent_decode(value).ok_or_else(|| bad("bad percent-encoding"))?),
+                // The replica's URL is not quoted in the error: it may hold a password.
+                "replica" => self.replicas.push(
+                    percent_decode(value)
+                        .ok_or_else(|| format!("URL parameter `{key}`: bad percent-encoding"))?,
+                ),
+                "replica_wait" => {
+                    self.replica_wait = Some(duration(value).ok_or_else(|| bad(DURATION))?)
+                }
                 _ => {
                     return Err(format!(
                         "unknown URL parameter `{key}` (the library's are atomic_max_connections, \
                          atomic_min_connections, atomic_acquire_timeout, atomic_idle_timeout, \
-                         atomic_max_lifetime, atomic_pooling, atomic_session_sql)"
+                         atomic_max_lifetime, atomic_pooling, atomic_session_sql, atomic_replica, \
+                         atomic_replica_wait)"
                     ));
                 }
             }
@@ -203,7 +217,7 @@ fn optional_duration(
 }
 
 /// Decodes `%XX` escapes and `+` (a space, as in a form-encoded query).
-fn percent_decode(value: &str) -> Option<String> {
+pub(crate) fn percent_decode(value: &str) -> Option<String> {
     let mut bytes = Vec::with_capacity(value.len());
     let mut rest = value.as_bytes();
     while let Some((&b, tail)) = rest.split_first() {
@@ -237,7 +251,9 @@ mod tests {
             .with_url(
                 "postgres://u:pw@h/db?sslmode=disable&atomic_max_connections=7\
                  &atomic_acquire_timeout=500ms&atomic_idle_timeout=none&atomic_max_lifetime=10m\
-                 &atomic_pooling=transaction&atomic_session_sql=SET+a%3D1&application_name=x",
+                 &atomic_pooling=transaction&atomic_session_sql=SET+a%3D1&application_name=x\
+                 &atomic_replica=postgres%3A%2F%2Fr1%2Fdb&atomic_replica=postgres%3A%2F%2Fr2%2Fdb\
+                 &atomic_replica_wait=250ms",
             )
             .unwrap();
         assert_eq!(
@@ -251,6 +267,8 @@ mod tests {
         assert_eq!(config.max_lifetime, Some(Some(Duration::from_secs(600))));
         assert_eq!(config.transaction_pooling, Some(true));
         assert_eq!(config.session_sql, ["SET a=1"]);
+        assert_eq!(config.replicas, ["postgres://r1/db", "postgres://r2/db"]);
+        assert_eq!(config.replica_wait, Some(Duration::from_millis(250)));
         let (url, _) = PoolConfig::new()
             .with_url("sqlite::memory:?atomic_pooling=session")
             .unwrap();
@@ -270,6 +288,11 @@ mod tests {
                 "`transaction` or `session`",
             ),
             ("sqlite::memory:?atomic_session_sql=%zz", "percent-encoding"),
+            ("sqlite::memory:?atomic_replica=%zz", "percent-encoding"),
+            (
+                "sqlite::memory:?atomic_replica_wait=soon",
+                "expected seconds",
+            ),
             (
                 "sqlite::memory:?atomic_max_conections=4",
                 "unknown URL parameter",

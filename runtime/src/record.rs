@@ -12,6 +12,9 @@ pub struct RecordedStatement {
     pub alias: String,
     /// Its SQL text.
     pub sql: String,
+    /// The read replica it was sent to (where it is, never its password), or `None` for the
+    /// primary (docs/semantics.md §12).
+    pub replica: Option<String>,
 }
 
 /// The recorded statements, shared by a context and its alias contexts.
@@ -19,10 +22,11 @@ pub struct RecordedStatement {
 pub(crate) struct Recorder(Arc<Mutex<Vec<RecordedStatement>>>);
 
 impl Recorder {
-    pub(crate) fn record(&self, alias: &str, sql: &str) {
+    pub(crate) fn record(&self, alias: &str, sql: &str, replica: Option<&str>) {
         lock(&self.0).push(RecordedStatement {
             alias: alias.to_owned(),
             sql: sql.to_owned(),
+            replica: replica.map(str::to_owned),
         });
     }
 
