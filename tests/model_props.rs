@@ -59,7 +59,7 @@ impl Gen {
             },
             // PostgreSQL meets a `Conflict` only under a snapshot level: about half of its
             // transactions take one, so that the conflicts and their misses both show.
-            Backend::Postgres => Gen {
+            Backend::Postgres | Backend::PgBouncer => Gen {
                 read_only: [24, ON_SQLITE],
                 snapshot: [3, 1],
                 conflicts: true,
@@ -68,6 +68,14 @@ impl Gen {
                 read_only: [24, ON_SQLITE],
                 snapshot: [1, 1],
                 conflicts: true,
+            },
+            // A Galera node chooses its deadlock victims by its own rules, so the helper's
+            // deadlock does not always pick the program: conflicts between the nodes are
+            // tested for real in tests/galera.rs instead.
+            Backend::Galera => Gen {
+                read_only: [24, ON_SQLITE],
+                snapshot: [1, 1],
+                conflicts: false,
             },
         }
     }
@@ -227,15 +235,21 @@ enum Helper {
 
 impl Helper {
     async fn connect(backend: Backend) -> Helper {
-        let url = backend.url();
+        // The helper is another client of the same server: through the pooler its plain sqlx
+        // statements would be shared between server connections, so it connects to the server
+        // itself (on Galera, to the program's node).
+        let url = match backend {
+            Backend::PgBouncer => Backend::Postgres.url(),
+            b => b.url(),
+        };
         match backend {
             Backend::Sqlite => Helper::Sqlite,
-            Backend::Postgres => Helper::Postgres(
+            Backend::Postgres | Backend::PgBouncer => Helper::Postgres(
                 sqlx::PgConnection::connect(&url)
                     .await
                     .expect("the helper connection"),
             ),
-            Backend::MySql => {
+            Backend::MySql | Backend::Galera => {
                 let mut conn = sqlx::MySqlConnection::connect(&url)
                     .await
                     .expect("the helper connection");
@@ -302,7 +316,7 @@ struct Env {
 /// The model's name for the error, of code `code` on `backend`, behind a block's `RolledBack`
 /// or raised by its body.
 fn why(backend: Backend, code: Option<&str>) -> Option<Why> {
-    match (backend, code?) {
+    match (backend.kind(), code?) {
         (Backend::Sqlite, "1299") | (Backend::Postgres, "23502") | (Backend::MySql, "23000") => {
             Some(Why::NotNull)
         }
@@ -317,8 +331,8 @@ fn why(backend: Backend, code: Option<&str>) -> Option<Why> {
 /// The conflict `Error::conflict` must name for a `Conflict` operation's error on `backend`.
 fn conflict_kind(backend: Backend) -> Option<Conflict> {
     match backend {
-        Backend::Postgres => Some(Conflict::Serialization),
-        Backend::MySql => Some(Conflict::Deadlock),
+        Backend::Postgres | Backend::PgBouncer => Some(Conflict::Serialization),
+        Backend::MySql | Backend::Galera => Some(Conflict::Deadlock),
         Backend::Sqlite => None,
     }
 }
@@ -397,8 +411,8 @@ impl Env {
     fn flavor(&self) -> Flavor {
         match self.backend {
             Backend::Sqlite => Flavor::SQLITE,
-            Backend::Postgres => Flavor::POSTGRES,
-            Backend::MySql => Flavor::MYSQL,
+            Backend::Postgres | Backend::PgBouncer => Flavor::POSTGRES,
+            Backend::MySql | Backend::Galera => Flavor::MYSQL,
         }
     }
 
@@ -486,14 +500,14 @@ impl Env {
                     .execute(sqlx_atomic::sqlite(fx.alias))
                     .await?;
             }
-            Backend::Postgres => {
+            Backend::Postgres | Backend::PgBouncer => {
                 let sql = AssertSqlSafe(format!("INSERT INTO {} (v) VALUES ($1)", fx.table));
                 sqlx::query(sql)
                     .bind(v.map(|v| v as i32))
                     .execute(sqlx_atomic::postgres(fx.alias))
                     .await?;
             }
-            Backend::MySql => {
+            Backend::MySql | Backend::Galera => {
                 let sql = AssertSqlSafe(format!("INSERT INTO {} (v) VALUES (?)", fx.table));
                 sqlx::query(sql)
                     .bind(v)
@@ -508,7 +522,7 @@ impl Env {
     /// Bound, so that each connection prepares it once.
     fn bump(&self) -> AssertSqlSafe<String> {
         let id = match self.backend {
-            Backend::Postgres => "$1",
+            Backend::Postgres | Backend::PgBouncer => "$1",
             _ => "?",
         };
         AssertSqlSafe(format!(
@@ -522,8 +536,8 @@ impl Env {
     async fn prepare_conflicts(&self, p: &Program) {
         let per_op = match self.backend {
             Backend::Sqlite => return,
-            Backend::Postgres => 1,
-            Backend::MySql => 2,
+            Backend::Postgres | Backend::PgBouncer => 1,
+            Backend::MySql | Backend::Galera => 2,
         };
         let rows = p.conflicts() * per_op;
         if rows == 0 {
@@ -551,7 +565,9 @@ impl Env {
         }
         let hi = need.max(lo + 1024) - 1;
         let rows = match self.backend {
-            Backend::Postgres => format!("SELECT g, 0 FROM generate_series({lo}, {hi}) g"),
+            Backend::Postgres | Backend::PgBouncer => {
+                format!("SELECT g, 0 FROM generate_series({lo}, {hi}) g")
+            }
             _ => format!("SELECT seq, 0 FROM seq_{lo}_to_{hi}"),
         };
         self.fx
@@ -568,7 +584,7 @@ impl Env {
         let clashes = self.clashes.load(Ordering::Relaxed);
         let base = self.row_base.load(Ordering::Relaxed);
         match fx.backend {
-            Backend::Postgres => {
+            Backend::Postgres | Backend::PgBouncer => {
                 let id = i32::try_from(base + i64::from(row)).expect("a scratch row's id");
                 let db = sqlx_atomic::postgres(fx.alias);
                 let read = format!("SELECT n FROM {} WHERE id = $1", self.scratch);
@@ -587,7 +603,7 @@ impl Env {
                 }
                 sqlx::query(self.bump()).bind(id).execute(&db).await?;
             }
-            Backend::MySql => {
+            Backend::MySql | Backend::Galera => {
                 let mine = base + 2 * i64::from(row);
                 let theirs = mine + 1;
                 let db = sqlx_atomic::mysql(fx.alias);
@@ -681,20 +697,20 @@ impl Env {
                     .await
                     .unwrap()
             }
-            Backend::Postgres => {
+            Backend::Postgres | Backend::PgBouncer => {
+                // The simple protocol (one message), which reads correctly through a
+                // transaction pooler too.
                 let sql = AssertSqlSafe(format!(
-                    "SELECT CAST(v AS BIGINT) FROM {} WHERE v >= $1 AND v < $2 ORDER BY v",
+                    "SELECT CAST(v AS BIGINT) FROM {} WHERE v >= {lo} AND v < {hi} ORDER BY v",
                     fx.table
                 ));
                 let p = sqlx_atomic::pool::<sqlx::Postgres>(fx.alias).unwrap();
-                sqlx::query_scalar(sql)
-                    .bind(lo)
-                    .bind(hi)
-                    .fetch_all(&p)
-                    .await
-                    .unwrap()
+                let rows = sqlx::raw_sql(sql).fetch_all(&p).await.unwrap();
+                rows.iter()
+                    .map(|r| sqlx::Row::get::<i64, _>(r, 0))
+                    .collect()
             }
-            Backend::MySql => {
+            Backend::MySql | Backend::Galera => {
                 let sql = AssertSqlSafe(format!(
                     "SELECT CAST(v AS SIGNED) FROM {} WHERE v >= ? AND v < ? ORDER BY v",
                     fx.table
@@ -1018,6 +1034,16 @@ fn model_postgres() {
 #[test]
 fn model_mysql() {
     model_test(Backend::MySql, 300);
+}
+
+#[test]
+fn model_postgres_through_pgbouncer() {
+    model_test(Backend::PgBouncer, 300);
+}
+
+#[test]
+fn model_mariadb_galera_node() {
+    model_test(Backend::Galera, 100);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,21 +9,37 @@ use std::time::Duration;
 
 use sqlx_atomic::{Database, Databases};
 
-/// The backends the suite runs on.
+/// The backends the suite runs on: SQLite, PostgreSQL and MariaDB, and two deployments of the
+/// servers: PostgreSQL through pgbouncer in transaction pooling mode (aliases in
+/// transaction-pooling mode) and one node of a MariaDB Galera cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
     Postgres,
     MySql,
+    PgBouncer,
+    Galera,
 }
 
 impl Backend {
+    /// The database this backend speaks: PostgreSQL behind pgbouncer is PostgreSQL, a Galera
+    /// node is MariaDB.
+    pub fn kind(self) -> Backend {
+        match self {
+            Backend::PgBouncer => Backend::Postgres,
+            Backend::Galera => Backend::MySql,
+            b => b,
+        }
+    }
+
     /// The alias the suite uses for this backend.
     pub fn alias(self) -> &'static str {
         match self {
             Backend::Sqlite => "sqlite",
             Backend::Postgres => "pg",
             Backend::MySql => "my",
+            Backend::PgBouncer => "pgb",
+            Backend::Galera => "gal",
         }
     }
 
@@ -33,6 +49,8 @@ impl Backend {
             Backend::Sqlite => "sqlite1",
             Backend::Postgres => "pg1",
             Backend::MySql => "my1",
+            Backend::PgBouncer => "pgb1",
+            Backend::Galera => "gal1",
         }
     }
 
@@ -42,6 +60,8 @@ impl Backend {
             Backend::Sqlite => "sqlite_faults",
             Backend::Postgres => "pg_faults",
             Backend::MySql => "my_faults",
+            Backend::PgBouncer => "pgb_faults",
+            Backend::Galera => "gal_faults",
         }
     }
 
@@ -52,6 +72,8 @@ impl Backend {
             Backend::Sqlite => panic!("SQLite connections cannot be ended from outside"),
             Backend::Postgres => "pg_idle_faults",
             Backend::MySql => "my_idle_faults",
+            Backend::PgBouncer => "pgb_idle_faults",
+            Backend::Galera => "gal_idle_faults",
         }
     }
 
@@ -61,12 +83,19 @@ impl Backend {
             Backend::Sqlite => "sqlite10",
             Backend::Postgres => "pg10",
             Backend::MySql => "my10",
+            Backend::PgBouncer => "pgb10",
+            Backend::Galera => "gal10",
         }
     }
 
     /// The URL of this backend's server: its environment variable, or the default.
     pub fn url(self) -> String {
-        std::env::var(self.env()).unwrap_or_else(|_| self.default_url().to_owned())
+        // The Galera variable lists the cluster's nodes; the suite runs against the first.
+        std::env::var(self.env())
+            .ok()
+            .and_then(|v| v.split(',').next().map(str::to_owned))
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| self.default_url().to_owned())
     }
 
     fn env(self) -> &'static str {
@@ -74,6 +103,8 @@ impl Backend {
             Backend::Sqlite => "",
             Backend::Postgres => "SQLX_ATOMIC_TEST_POSTGRES_URL",
             Backend::MySql => "SQLX_ATOMIC_TEST_MYSQL_URL",
+            Backend::PgBouncer => "SQLX_ATOMIC_TEST_PGBOUNCER_URL",
+            Backend::Galera => "SQLX_ATOMIC_TEST_GALERA_URLS",
         }
     }
 
@@ -82,6 +113,8 @@ impl Backend {
             Backend::Sqlite => "",
             Backend::Postgres => "postgres://postgres@127.0.0.1:5432/test",
             Backend::MySql => "mysql://root@127.0.0.1:3306/test",
+            Backend::PgBouncer => "postgres://postgres@127.0.0.1:6432/test",
+            Backend::Galera => "mysql://root@127.0.0.1:3311/test",
         }
     }
 }
@@ -156,21 +189,21 @@ pub async fn sqlite_db(name: &str, max: u32) -> Database {
 pub async fn reachable(b: Backend, url: &str) -> Result<(), String> {
     let t = Duration::from_secs(5);
     let r = match b {
-        Backend::Postgres => {
+        Backend::Postgres | Backend::PgBouncer => {
             tokio::time::timeout(t, async {
-                use sqlx::Connection;
-                sqlx::PgConnection::connect(url).await.map(drop)
+                use sqlx::ConnectOptions;
+                pg_options(b, url)?.connect().await.map(drop)
             })
             .await
         }
-        Backend::MySql => {
+        Backend::MySql | Backend::Galera => {
             tokio::time::timeout(t, async {
                 use sqlx::Connection;
                 sqlx::MySqlConnection::connect(url).await.map(drop)
             })
             .await
         }
-        Backend::Sqlite => return Ok(()),
+        _ => return Ok(()),
     };
     match r {
         Ok(Ok(())) => Ok(()),
@@ -212,7 +245,12 @@ pub async fn configure() -> (Databases, Vec<Backend>) {
         .add("sqlite_faults", sqlite_db("main", 4).await)
         .add("sqlite10", sqlite_db("main", 10).await);
     let mut available = vec![Backend::Sqlite];
-    for b in [Backend::Postgres, Backend::MySql] {
+    for b in [
+        Backend::Postgres,
+        Backend::MySql,
+        Backend::PgBouncer,
+        Backend::Galera,
+    ] {
         if let Some(url) = server_url(b).await {
             dbs = dbs
                 .add(b.alias(), server_db(b, &url, 16).atomic_requests(true))
@@ -256,21 +294,33 @@ pub async fn server_url(b: Backend) -> Option<String> {
 /// pools sqlx-atomic builds, a transaction's BEGIN tests its idle connection.
 pub fn server_db(b: Backend, url: &str, max: u32) -> Database {
     let db = match b {
-        Backend::Postgres => Database::from_pool(
+        Backend::Postgres | Backend::PgBouncer => Database::from_pool(
             sqlx::postgres::PgPoolOptions::new()
                 .max_connections(max)
-                .connect_lazy(url)
-                .expect("postgres url"),
-        ),
-        Backend::MySql => Database::from_pool(
+                .connect_lazy_with(pg_options(b, url).expect("postgres url")),
+        )
+        .transaction_pooling(b == Backend::PgBouncer),
+        Backend::MySql | Backend::Galera => Database::from_pool(
             sqlx::mysql::MySqlPoolOptions::new()
                 .max_connections(max)
                 .connect_lazy(url)
                 .expect("mysql url"),
         ),
-        Backend::Sqlite => panic!("server_db is for PostgreSQL and MariaDB"),
+        _ => panic!("server_db is for PostgreSQL and MariaDB"),
     };
     db.test_with_begin(true)
+}
+
+/// The connect options of a PostgreSQL URL; through pgbouncer without the startup parameter
+/// it refuses by default.
+fn pg_options(b: Backend, url: &str) -> Result<sqlx::postgres::PgConnectOptions, sqlx::Error> {
+    use std::str::FromStr;
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)?;
+    Ok(if b == Backend::PgBouncer {
+        options.extra_float_digits(None)
+    } else {
+        options
+    })
 }
 
 /// Waits until every connection of `alias`'s pool is back and idle: a connection goes back to
@@ -385,11 +435,11 @@ impl Fx {
                 let p = sqlx_atomic::pool::<sqlx::Sqlite>(self.alias).unwrap();
                 sqlx::raw_sql(sql).execute(&p).await.unwrap();
             }
-            Backend::Postgres => {
+            Backend::Postgres | Backend::PgBouncer => {
                 let p = sqlx_atomic::pool::<sqlx::Postgres>(self.alias).unwrap();
                 sqlx::raw_sql(sql).execute(&p).await.unwrap();
             }
-            Backend::MySql => {
+            Backend::MySql | Backend::Galera => {
                 let p = sqlx_atomic::pool::<sqlx::MySql>(self.alias).unwrap();
                 sqlx::raw_sql(sql).execute(&p).await.unwrap();
             }
@@ -408,11 +458,16 @@ impl Fx {
                 let p = sqlx_atomic::pool::<sqlx::Sqlite>(self.alias).unwrap();
                 sqlx::query_scalar(sql).fetch_all(&p).await.unwrap()
             }
-            Backend::Postgres => {
+            Backend::Postgres | Backend::PgBouncer => {
+                // The simple protocol (one message) reads correctly through a transaction pooler
+                // too, where a prepared statement would not.
                 let p = sqlx_atomic::pool::<sqlx::Postgres>(self.alias).unwrap();
-                sqlx::query_scalar(sql).fetch_all(&p).await.unwrap()
+                let rows = sqlx::raw_sql(sql).fetch_all(&p).await.unwrap();
+                rows.iter()
+                    .map(|r| sqlx::Row::get::<i64, _>(r, 0))
+                    .collect()
             }
-            Backend::MySql => {
+            Backend::MySql | Backend::Galera => {
                 let p = sqlx_atomic::pool::<sqlx::MySql>(self.alias).unwrap();
                 sqlx::query_scalar(sql).fetch_all(&p).await.unwrap()
             }
@@ -441,7 +496,7 @@ impl Fx {
 
     fn bigint(&self) -> &'static str {
         match self.backend {
-            Backend::MySql => "SIGNED",
+            Backend::MySql | Backend::Galera => "SIGNED",
             _ => "BIGINT",
         }
     }
@@ -467,18 +522,18 @@ impl Fx {
     /// sees it.
     pub async fn assert_pool_clean(&self, alias: &str) {
         match self.backend {
-            Backend::Postgres => {
+            Backend::Postgres | Backend::PgBouncer => {
                 let p = sqlx_atomic::pool::<sqlx::Postgres>(alias).unwrap();
                 let mut held = Vec::new();
                 while let Some(mut c) = p.try_acquire() {
                     // Simple protocol, one statement: outside a transaction it starts its own,
-                    // so the transaction started with this query.
-                    let row = sqlx::raw_sql(
-                        "SELECT (xact_start = query_start)::int FROM pg_stat_activity WHERE pid = pg_backend_pid()",
-                    )
-                    .fetch_one(&mut *c)
-                    .await
-                    .unwrap();
+                    // so the transaction started with this query (also through a transaction
+                    // pooler, which keeps a client inside a transaction on its server
+                    // connection).
+                    let row = sqlx::raw_sql("SELECT (now() = statement_timestamp())::int")
+                        .fetch_one(&mut *c)
+                        .await
+                        .unwrap();
                     let clean = sqlx::Row::get::<i32, _>(&row, 0) == 1;
                     assert!(
                         clean,
@@ -487,7 +542,7 @@ impl Fx {
                     held.push(c);
                 }
             }
-            Backend::MySql => {
+            Backend::MySql | Backend::Galera => {
                 let p = sqlx_atomic::pool::<sqlx::MySql>(alias).unwrap();
                 let mut held = Vec::new();
                 while let Some(mut c) = p.try_acquire() {
@@ -502,7 +557,7 @@ impl Fx {
                     held.push(c);
                 }
             }
-            Backend::Sqlite => {
+            _ => {
                 let p = sqlx_atomic::pool::<sqlx::Sqlite>(alias).unwrap();
                 let mut held = Vec::new();
                 while let Some(mut c) = p.try_acquire() {

@@ -68,8 +68,8 @@ fn check_statement_error(e: &sqlx::Error) {
     assert_eq!(db.kind(), sqlx::error::ErrorKind::NotNullViolation, "{e}");
     let downcast = match B {
         Backend::Sqlite => db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some(),
-        Backend::Postgres => db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some(),
-        Backend::MySql => db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some(),
+        Backend::Postgres | Backend::PgBouncer => db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some(),
+        Backend::MySql | Backend::Galera => db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some(),
     };
     assert!(downcast, "the backend's own error type is reachable: {e:?}");
 }
@@ -195,7 +195,7 @@ t!(rule_11_4_read_only, |fx| {
 
 t!(rule_11_4_the_isolation_level_reaches_the_server, |fx| {
     match B {
-        crate::common::Backend::Postgres => {
+        crate::common::Backend::Postgres | crate::common::Backend::PgBouncer => {
             for (level, expected) in [
                 (Isolation::Serializable, "serializable"),
                 (Isolation::RepeatableRead, "repeatable read"),
@@ -218,7 +218,7 @@ t!(rule_11_4_the_isolation_level_reaches_the_server, |fx| {
         // MariaDB shows no transaction's level in a variable; SERIALIZABLE is seen by what it
         // does: InnoDB makes the block's plain SELECT a locking read, so an INSERT from another
         // connection waits for it, and gives up after that connection's lock wait timeout.
-        crate::common::Backend::MySql => {
+        crate::common::Backend::MySql | crate::common::Backend::Galera => {
             for (level, blocks) in [
                 (Isolation::Serializable, true),
                 (Isolation::RepeatableRead, false),
@@ -294,10 +294,10 @@ t!(rule_11_4_ride_with_the_begin_at_no_extra_statement, |fx| {
     assert_eq!(with.len(), plain.len(), "{with:?}");
     let begin = &with[0].sql;
     match B {
-        crate::common::Backend::Postgres => {
+        crate::common::Backend::Postgres | crate::common::Backend::PgBouncer => {
             assert_eq!(begin, "BEGIN ISOLATION LEVEL SERIALIZABLE, READ WRITE")
         }
-        crate::common::Backend::MySql => assert_eq!(
+        crate::common::Backend::MySql | crate::common::Backend::Galera => assert_eq!(
             begin,
             "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE; START TRANSACTION READ WRITE"
         ),

@@ -799,7 +799,7 @@ t!(rule_7_5_fetch_variants_work_in_and_out_of_blocks, |fx| {
     }
     let sql = format!(
         "SELECT CAST(v AS {}) FROM {} ORDER BY v",
-        if B == Backend::MySql {
+        if B.kind() == Backend::MySql {
             "SIGNED"
         } else {
             "BIGINT"
@@ -861,8 +861,15 @@ async fn programs(fx: &Fx) -> Vec<usize> {
 
 t!(rule_9_5_django_programs_cost_59_statements, |fx| {
     let counts = programs(&fx).await;
-    assert_eq!(counts, [3, 0, 5, 5, 3, 5, 6, 4, 4, 3, 5, 12, 3, 1]);
-    assert_eq!(counts.iter().sum::<usize>(), 59);
+    if B == Backend::PgBouncer {
+        // Transaction-pooling mode (9.6): P14's INSERT outside any block, a statement with the
+        // extended protocol, runs in a transaction of its own.
+        assert_eq!(counts, [3, 0, 5, 5, 3, 5, 6, 4, 4, 3, 5, 12, 3, 3]);
+        assert_eq!(counts.iter().sum::<usize>(), 61);
+    } else {
+        assert_eq!(counts, [3, 0, 5, 5, 3, 5, 6, 4, 4, 3, 5, 12, 3, 1]);
+        assert_eq!(counts.iter().sum::<usize>(), 59);
+    }
     // Rows left: 1+3+2+1+1+1+2+0+0+2+5+0+1 = 19 (as Django).
     assert_eq!(fx.committed().await.len(), 19);
 });
@@ -873,6 +880,14 @@ t!(rule_9_2_never_more_statements_than_django_for_any_program, |fx| {
     const DJANGO_POSTGRES: [usize; 14] = [3, 0, 5, 6, 5, 7, 7, 4, 4, 3, 6, 17, 3, 1];
     let ours = programs(&fx).await;
     for (i, (ours, django)) in ours.iter().zip(DJANGO_POSTGRES).enumerate() {
+        // The one exception (9.6): in transaction-pooling mode a statement outside any block
+        // runs in a transaction of its own, which Django behind the same pooler does not need
+        // (its driver interpolates parameters into a single message).
+        let django = if B == Backend::PgBouncer && i == 13 {
+            django + 2
+        } else {
+            django
+        };
         assert!(
             *ours <= django,
             "program P{}: {ours} statements, Django sends {django}",
