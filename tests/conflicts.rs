@@ -19,9 +19,11 @@ use tokio::sync::{Barrier, oneshot};
 struct Setup {
     postgres: bool,
     mysql: bool,
+    pgbouncer: bool,
 }
 
-/// The aliases of this binary: `pg` and `my` (pools of 16) when their servers answer (under
+/// The aliases of this binary: `pg`, `pgb` (through pgbouncer, in transaction-pooling mode) and
+/// `my` (pools of 16) when their servers answer (under
 /// `CI=true` they must), and `lite`, a SQLite file in WAL mode with plain (deferred) BEGINs and
 /// a 5 s busy timeout.
 fn setup() -> &'static Setup {
@@ -47,10 +49,15 @@ fn setup() -> &'static Setup {
             let mut setup = Setup {
                 postgres: false,
                 mysql: false,
+                pgbouncer: false,
             };
             if let Some(url) = common::server_url(Backend::Postgres).await {
                 dbs = dbs.add("pg", common::server_db(Backend::Postgres, &url, 16));
                 setup.postgres = true;
+            }
+            if let Some(url) = common::server_url(Backend::PgBouncer).await {
+                dbs = dbs.add("pgb", common::server_db(Backend::PgBouncer, &url, 16));
+                setup.pgbouncer = true;
             }
             if let Some(url) = common::server_url(Backend::MySql).await {
                 dbs = dbs.add("my", common::server_db(Backend::MySql, &url, 16));
@@ -78,9 +85,9 @@ async fn counter_table(alias: &'static str, name: &str) {
 async fn exec(alias: &'static str, sql: &str) -> Result<(), Error> {
     let sql = AssertSqlSafe(sql.to_owned());
     match alias {
-        "pg" => {
+        "pg" | "pgb" => {
             sqlx::query(sql)
-                .execute(sqlx_atomic::postgres("pg"))
+                .execute(sqlx_atomic::postgres(alias))
                 .await?;
         }
         "my" => {
@@ -97,8 +104,8 @@ async fn exec(alias: &'static str, sql: &str) -> Result<(), Error> {
 async fn read(alias: &'static str, table: &str, id: i64) -> Result<i64, Error> {
     let sql = AssertSqlSafe(format!("SELECT n FROM {table} WHERE id = {id}"));
     Ok(match alias {
-        "pg" => sqlx::query_scalar::<_, i32>(sql)
-            .fetch_one(sqlx_atomic::postgres("pg"))
+        "pg" | "pgb" => sqlx::query_scalar::<_, i32>(sql)
+            .fetch_one(sqlx_atomic::postgres(alias))
             .await?
             .into(),
         "my" => sqlx::query_scalar::<_, i32>(sql)
@@ -167,17 +174,20 @@ where
 
 /// One SERIALIZABLE increment of row 1 of `table` that counts its committed hook in `hooks`.
 async fn serializable_increment(
+    alias: &'static str,
     table: &'static str,
     retry: bool,
     hooks: &'static AtomicU32,
 ) -> Result<(), Error> {
-    let block = Atomic::new().using("pg").isolation(Isolation::Serializable);
+    let block = Atomic::new()
+        .using(alias)
+        .isolation(Isolation::Serializable);
     let body = || async {
-        increment("pg", table, 1).await?;
+        increment(alias, table, 1).await?;
         sqlx_atomic::on_commit(|| {
             hooks.fetch_add(1, Ordering::Relaxed);
         })
-        .using("pg")
+        .using(alias)
         .await
     };
     if retry {
@@ -196,12 +206,32 @@ fn rule_11_3_postgres_serializable_increments_with_retry_all_count() {
         static HOOKS: AtomicU32 = AtomicU32::new(0);
         let table = "conflict_pg_retry";
         counter_table("pg", table).await;
-        let errors = hot_row(500, || serializable_increment(table, true, &HOOKS)).await;
+        let errors = hot_row(500, || serializable_increment("pg", table, true, &HOOKS)).await;
         assert!(errors.is_empty(), "{:?}", errors.first());
         assert_eq!(read("pg", table, 1).await.unwrap(), 500);
         assert_eq!(
             HOOKS.load(Ordering::Relaxed),
             500,
+            "one hook per committed call"
+        );
+    });
+}
+
+#[test]
+fn rule_11_3_postgres_through_pgbouncer_serializable_increments_with_retry_all_count() {
+    if !setup().pgbouncer {
+        return;
+    }
+    run(async {
+        static HOOKS: AtomicU32 = AtomicU32::new(0);
+        let table = "conflict_pgb_retry";
+        counter_table("pgb", table).await;
+        let errors = hot_row(200, || serializable_increment("pgb", table, true, &HOOKS)).await;
+        assert!(errors.is_empty(), "{:?}", errors.first());
+        assert_eq!(read("pgb", table, 1).await.unwrap(), 200);
+        assert_eq!(
+            HOOKS.load(Ordering::Relaxed),
+            200,
             "one hook per committed call"
         );
     });
@@ -247,7 +277,7 @@ fn rule_11_3_postgres_serializable_increments_without_retry_fail_with_40001() {
         }
         assert_eq!(failed, 15);
         static HOOKS: AtomicU32 = AtomicU32::new(0);
-        let errors = hot_row(484, || serializable_increment(table, false, &HOOKS)).await;
+        let errors = hot_row(484, || serializable_increment("pg", table, false, &HOOKS)).await;
         for e in &errors {
             assert!(e.is_serialization_failure(), "{e}");
         }

@@ -194,7 +194,11 @@ macro_rules! reliability_suite {
                         let sql = format!("INSERT INTO {} (v) VALUES ({v})", fx.table);
                         tasks.push(tokio::spawn(async move {
                             let mut tx = pool.begin().await?;
-                            sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+                            // Unnamed behind the transaction pooler, as plain sqlx needs there.
+                            sqlx::query(AssertSqlSafe(sql))
+                                .persistent(B != Backend::PgBouncer)
+                                .execute(&mut *tx)
+                                .await?;
                             tx.commit().await
                         }));
                     }
@@ -222,6 +226,7 @@ macro_rules! reliability_suite {
 reliability_suite!(sqlite, sqlx::Sqlite, Backend::Sqlite);
 reliability_suite!(postgres, sqlx::Postgres, Backend::Postgres);
 reliability_suite!(mysql, sqlx::MySql, Backend::MySql);
+reliability_suite!(pgbouncer, sqlx::Postgres, Backend::PgBouncer);
 
 mod faults {
     use crate::common::{self, Backend, Fx};

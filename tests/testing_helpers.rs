@@ -178,3 +178,4 @@ macro_rules! helpers_suite {
 helpers_suite!(sqlite, sqlx::Sqlite, Backend::Sqlite);
 helpers_suite!(postgres, sqlx::Postgres, Backend::Postgres);
 helpers_suite!(mysql, sqlx::MySql, Backend::MySql);
+helpers_suite!(pgbouncer, sqlx::Postgres, Backend::PgBouncer);

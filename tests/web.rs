@@ -23,9 +23,9 @@ async fn insert(alias: &str, table: &str, v: i64) -> Result<(), Error> {
                 .execute(sqlx_atomic::sqlite("sqlite"))
                 .await?
         }
-        "pg" => {
+        "pg" | "pgb" => {
             sqlx::query(sql)
-                .execute(sqlx_atomic::postgres("pg"))
+                .execute(sqlx_atomic::postgres(alias.to_owned()))
                 .await?;
             return Ok(());
         }
@@ -111,6 +111,7 @@ macro_rules! opted_out_handlers {
 opted_out_handlers! {
     "sqlite" => opted_out_sqlite, opted_out_late_sqlite, retried_sqlite;
     "pg" => opted_out_pg, opted_out_late_pg, retried_pg;
+    "pgb" => opted_out_pgb, opted_out_late_pgb, retried_pgb;
     "my" => opted_out_my, opted_out_late_my, retried_my;
 }
 
@@ -124,6 +125,11 @@ async fn atomic_insert_pg(t: &str, v: i64) -> Result<(), Error> {
     insert("pg", t, v).await
 }
 
+#[atomic(using = "pgb")]
+async fn atomic_insert_pgb(t: &str, v: i64) -> Result<(), Error> {
+    insert("pgb", t, v).await
+}
+
 #[atomic(using = "my")]
 async fn atomic_insert_my(t: &str, v: i64) -> Result<(), Error> {
     insert("my", t, v).await
@@ -133,6 +139,7 @@ async fn atomic_insert(alias: &str, t: &str, v: i64) -> Result<(), Error> {
     match alias {
         "sqlite" => atomic_insert_sqlite(t, v).await,
         "pg" => atomic_insert_pg(t, v).await,
+        "pgb" => atomic_insert_pgb(t, v).await,
         _ => atomic_insert_my(t, v).await,
     }
 }
@@ -281,9 +288,9 @@ async fn insert_null(alias: &str, table: &str) -> Result<(), Error> {
                 .execute(sqlx_atomic::sqlite("sqlite"))
                 .await?;
         }
-        "pg" => {
+        "pg" | "pgb" => {
             sqlx::query(sql)
-                .execute(sqlx_atomic::postgres("pg"))
+                .execute(sqlx_atomic::postgres(alias.to_owned()))
                 .await?;
         }
         _ => {
@@ -556,6 +563,7 @@ macro_rules! web_suite {
 web_suite!(sqlite, Backend::Sqlite);
 web_suite!(postgres, Backend::Postgres);
 web_suite!(mysql, Backend::MySql);
+web_suite!(pgbouncer, Backend::PgBouncer);
 
 #[test]
 fn rule_8_3_failing_commit_is_a_500_without_hooks() {
