@@ -76,3 +76,26 @@ fn a_blocks_pool_time_out_says_why_a_connection_could_not_be_opened() {
         assert!(!format!("{e} {e:?}").contains("s3cret-pw"));
     });
 }
+
+#[test]
+fn a_statements_pool_time_out_outside_any_block_says_why_too() {
+    install();
+    RT.block_on(async {
+        let t = Instant::now();
+        let e = sqlx::query("SELECT 1")
+            .execute(sqlx_atomic::postgres("down"))
+            .await
+            .unwrap_err();
+        // The acquire timeout (300 ms) and the probe, never sqlx's bare 30 s `PoolTimedOut`.
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        let e = sqlx_atomic::Error::from(e);
+        assert_eq!(e.alias(), Some("down"));
+        match e.kind() {
+            ErrorKind::PoolTimedOut { cause: Some(cause) } => {
+                assert!(cause.to_lowercase().contains("refused"), "{cause}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{e} {e:?}").contains("s3cret-pw"));
+    });
+}

@@ -220,10 +220,14 @@ macro_rules! one_shot {
                 let actx = actx.as_deref();
                 match target {
                     Target::Pool(pool) if query.spans_messages() => {
-                        let mut tx = own_transaction(&pool, actx).await?;
-                        query.record(actx);
-                        let result = (&mut *tx).$method(query).await;
-                        end_own_transaction(tx, result, actx).await
+                        match own_transaction(&pool, actx).await {
+                            Ok(mut tx) => {
+                                query.record(actx);
+                                let result = (&mut *tx).$method(query).await;
+                                end_own_transaction(tx, result, actx).await
+                            }
+                            Err(e) => Err(e),
+                        }
                     }
                     target => {
                         query.record(actx);
@@ -247,9 +251,24 @@ macro_rules! one_shot {
                     ),
                 }
             };
-            result.map_err(|e| with_alias(e, alias))
+            match result {
+                Ok(v) => Ok(v),
+                Err(e) => Err(statement_error(e, entry).await),
+            }
         })
     };
+}
+
+/// The error a statement outside the task's connection returns: a database error with its
+/// alias; a pool time-out as the library's, which names the alias and why no connection could
+/// be opened (boxed: it is rare, and every query's future would otherwise carry it).
+async fn statement_error(e: sqlx::Error, entry: &AliasEntry) -> sqlx::Error {
+    match e {
+        sqlx::Error::PoolTimedOut => Box::pin(crate::lease::pool_timed_out_at(entry))
+            .await
+            .into_sqlx(),
+        e => with_alias(e, &entry.name),
+    }
 }
 
 /// Begins the transaction of its own that a statement outside any block runs in, in

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::alias::{AliasCtx, Slot};
 use crate::backend::{AnyConn, Backend};
+use crate::config::AliasEntry;
 use crate::error::{Error, ErrorKind};
 use crate::state::Control;
 use crate::sync::lock;
@@ -308,9 +309,15 @@ fn announce(actx: &AliasCtx, text: &dyn std::fmt::Display) {
 /// seconds): a server that cannot be reached names its error; one that answers means every
 /// connection was in use.
 async fn pool_timed_out(actx: &AliasCtx) -> Error {
+    pool_timed_out_at(actx.entry).await
+}
+
+/// [`pool_timed_out`] for an alias, wherever its pool timed out (a block's connection, or a
+/// statement outside any block).
+pub(crate) async fn pool_timed_out_at(entry: &AliasEntry) -> Error {
     let probe = tokio::time::timeout(
         std::time::Duration::from_secs(2),
-        actx.entry.db.pool.try_connect(),
+        entry.db.pool.try_connect(),
     )
     .await;
     let cause = match probe {
@@ -318,5 +325,5 @@ async fn pool_timed_out(actx: &AliasCtx) -> Error {
         Ok(Err(e)) => Some(e.to_string()),
         Err(_) => Some("the server did not answer within 2 s".to_owned()),
     };
-    actx.err(ErrorKind::PoolTimedOut { cause })
+    Error::at(&entry.name, ErrorKind::PoolTimedOut { cause })
 }
