@@ -5,9 +5,10 @@
 #   benches/run_all.sh > bench-run.txt 2>&1
 #
 # Needs PostgreSQL (SQLX_ATOMIC_BENCH_POSTGRES_URL, else the tests' URL, else 127.0.0.1:5432) and,
-# for section 9, pgbouncer (`.ci/pgbouncer start`). Run it on a quiet machine: no other build or
+# for section 9, pgbouncer (`.ci/pgbouncer start`), and for section 10 the replica (`.ci/replica
+# start`). Run it on a quiet machine: no other build or
 # test, and the Galera cluster stopped. ROUNDS (default 500) sets the paired rounds of sections 1,
-# 2, 4, 5 and 9; sections 2 and 5 run a quarter of them. About 40 minutes on two cores once built.
+# 2, 4, 5, 9 and 10; sections 2 and 5 run a quarter of them. About 40 minutes on two cores once built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS="${ROUNDS:-500}"
@@ -48,6 +49,8 @@ env SQLX_ATOMIC_CONFLICT_ROUNDS=16 SQLX_ATOMIC_PAIRED_ROUNDS="$ROUNDS" \
   cargo bench -q --all-features --bench conflicts 2>/dev/null
 echo "== 9. transaction pooling"
 env SQLX_ATOMIC_PAIRED_ROUNDS="$ROUNDS" cargo bench -q --all-features --bench pooling 2>/dev/null
+echo "== 10. read replicas"
+env SQLX_ATOMIC_PAIRED_ROUNDS="$ROUNDS" cargo bench -q --all-features --bench replica 2>/dev/null
 echo "== 7. compile time"
 python3 benches/compile_cost/gen.py --runs 5
 echo "== done $(date -u '+%H:%M UTC')"
