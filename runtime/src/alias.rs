@@ -3,10 +3,10 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::backend::AnyConn;
-use crate::config::AliasEntry;
 use crate::error::{Error, ErrorKind};
 use crate::hook::Hook;
 use crate::record::Recorder;
+use crate::registry::AliasEntry;
 use crate::state::{Control, Outcome, TxState};
 use crate::sync::lock;
 

@@ -11,12 +11,12 @@ use tracing::Instrument;
 
 use crate::alias::AliasCtx;
 use crate::classify::Cause;
-use crate::config::lookup;
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
 use crate::exit::Ended;
 use crate::frame::Frame;
 use crate::options::{Isolation, LockMode, Retry};
+use crate::registry::lookup;
 use crate::state::{BlockOpts, Outcome};
 
 /// A result type an atomic block may return: `Result<T, E>` with `E: From<sqlx_atomic::Error>`.

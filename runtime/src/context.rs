@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::alias::{AliasCtx, Slot};
-use crate::config::AliasEntry;
 use crate::record::Recorder;
+use crate::registry::AliasEntry;
 use crate::requests::blocks::RequestBlocks;
 use crate::state::TxState;
 use crate::sync::lock;
@@ -44,7 +44,7 @@ impl Context {
 
     fn with(record: bool, request: Option<RequestBlocks>) -> Arc<Self> {
         Arc::new(Context {
-            aliases: (0..crate::config::registry().map_or(0, |r| r.entries.len()))
+            aliases: (0..crate::registry::registry().map_or(0, |r| r.entries.len()))
                 .map(|_| OnceLock::new())
                 .collect(),
             late: Mutex::new(Vec::new()),

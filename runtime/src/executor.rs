@@ -13,13 +13,15 @@ use crate::alias::AliasCtx;
 use crate::aliased::with_alias;
 use crate::backend::{Backend, connection_gone};
 use crate::classify::{Cause, Effect, effect_of, is_lock_timeout};
-use crate::config::{AliasEntry, lookup};
 use crate::error::{Error, ErrorKind};
 use crate::frame::Frame;
 use crate::handle::Handle;
 use crate::lease::{Lease, Phase};
-use crate::pooling::{Refused, Unnamed};
+use crate::pooling::{
+    CLEAR_LEFTOVERS, Unnamed, end_own_transaction, forget_statements, own_transaction, refused,
+};
 use crate::reads::Parts;
+use crate::registry::{AliasEntry, lookup};
 use crate::routing::routed;
 use crate::state::Route;
 
@@ -271,38 +273,6 @@ async fn statement_error(e: sqlx::Error, entry: &AliasEntry) -> sqlx::Error {
     }
 }
 
-/// Begins the transaction of its own that a statement outside any block runs in, in
-/// transaction-pooling mode.
-async fn own_transaction<DB: Backend>(
-    pool: &Pool<DB>,
-    actx: Option<&AliasCtx>,
-) -> Result<sqlx::Transaction<'static, DB>, sqlx::Error> {
-    if let Some(a) = actx {
-        a.record("BEGIN");
-    }
-    pool.begin().await
-}
-
-/// Commits the statement's own transaction, or rolls it back when the statement failed.
-async fn end_own_transaction<DB: Backend, T>(
-    tx: sqlx::Transaction<'static, DB>,
-    result: Result<T, sqlx::Error>,
-    actx: Option<&AliasCtx>,
-) -> Result<T, sqlx::Error> {
-    let commit = result.is_ok();
-    if let Some(a) = actx {
-        a.record(if commit { "COMMIT" } else { "ROLLBACK" });
-    }
-    if commit {
-        tx.commit().await?;
-    } else {
-        // The statement's error is the one to report; the connection's state is settled by
-        // the ROLLBACK or, should it fail, by closing the connection when the pool sees it.
-        let _ = tx.rollback().await;
-    }
-    result
-}
-
 /// What `fetch_many` yields.
 type ResultStream<DB> = BoxStream<
     'static,
@@ -378,42 +348,7 @@ where
 /// The pool of `alias`, and whether it is in transaction-pooling mode.
 fn pool_of<DB: Backend>(alias: &str) -> Result<(Pool<DB>, bool), Error> {
     let pooled = lookup(alias)?.db.transaction_pooling;
-    Ok((crate::config::pool::<DB>(alias)?, pooled))
-}
-
-/// Deallocates the statements sqlx clients without transaction-pooling mode left on the server
-/// connection the pooler chose (every one is named `sqlx_s_N`, and no client can use them again
-/// in a later transaction), so that the statement sqlx is about to name cannot collide with one.
-/// Clients in the mode leave none: they close theirs before the transaction ends.
-const CLEAR_LEFTOVERS: &str = "DO $$ DECLARE s record; BEGIN \
-     FOR s IN SELECT name FROM pg_prepared_statements WHERE name LIKE 'sqlx\\_s\\_%' \
-     LOOP EXECUTE format('DEALLOCATE %I', s.name); END LOOP; END $$";
-
-/// Ends the transaction that preparing or describing a statement ran in, in transaction-pooling
-/// mode: the named statement sqlx made is closed on the server connection that has it (the
-/// transaction keeps the pooler on that one), and sqlx forgets it, so that no later query of
-/// this client names a statement the pooler's other server connections do not have. The
-/// returned statement keeps its metadata, which is all a later unnamed query uses. Statements
-/// are prepared named only because sqlx's `prepare` has no unnamed form.
-async fn forget_statements<DB: Backend, T>(
-    mut tx: sqlx::Transaction<'_, DB>,
-    result: Result<T, sqlx::Error>,
-) -> Result<T, sqlx::Error> {
-    use sqlx::Connection;
-    let value = result?;
-    (*tx).clear_cached_statements().await?;
-    tx.commit().await?;
-    Ok(value)
-}
-
-/// The error of a query refused before it was sent.
-fn refused(r: Refused, alias: &str) -> sqlx::Error {
-    match r {
-        Refused::Encode(e) => sqlx::Error::Encode(e),
-        Refused::Session { statement, instead } => {
-            Error::named(alias, ErrorKind::SessionState { statement, instead }).into_sqlx()
-        }
-    }
+    Ok((crate::registry::pool::<DB>(alias)?, pooled))
 }
 
 impl<DB> Executor<'static> for Handle<DB>

@@ -74,7 +74,7 @@ impl Frame {
     pub(crate) fn ctx(&self) -> &Arc<Context> {
         self.ctx.get_or_init(|| {
             Context::for_request(crate::requests::blocks::RequestBlocks::new(
-                crate::config::registry().map_or(&[], |r| &r.request_aliases),
+                crate::registry::registry().map_or(&[], |r| &r.request_aliases),
             ))
         })
     }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use crate::alias::{AliasCtx, Slot};
 use crate::backend::{AnyConn, Backend};
-use crate::config::AliasEntry;
 use crate::error::{Error, ErrorKind};
+use crate::registry::AliasEntry;
 use crate::state::Control;
 use crate::sync::lock;
 

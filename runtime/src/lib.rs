@@ -28,6 +28,7 @@ mod position;
 mod reads;
 mod record;
 mod redact;
+mod registry;
 mod replica;
 mod replica_set;
 mod requests;
@@ -43,7 +44,7 @@ pub use aliased::{AliasedDatabaseError, alias_of};
 pub use backend::Backend;
 pub use block::{Atomic, AtomicResult, AtomicRetry, Attempts};
 pub use classify::{Cause, Conflict};
-pub use config::{Database, Databases, check_databases, installed_aliases, is_installed, pool};
+pub use config::Database;
 pub use error::{BoxError, Error, ErrorKind};
 pub use handle::Handle;
 #[cfg(feature = "mysql")]
@@ -58,6 +59,7 @@ pub use options::{Isolation, LockMode, Retry};
 pub use pool_config::PoolConfig;
 pub use position::{CommitPosition, InvalidPosition, ReadAt, read_at};
 pub use record::RecordedStatement;
+pub use registry::{Databases, check_databases, installed_aliases, is_installed, pool};
 pub use replica::commit_position;
 pub use transaction::{
     Alias, SavepointId, Scope, clean_savepoints, commit, get_autocommit, get_rollback, rollback,

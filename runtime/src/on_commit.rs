@@ -9,10 +9,10 @@ use std::task::Poll;
 
 use futures_util::FutureExt;
 
-use crate::config::lookup;
 use crate::error::{Error, ErrorKind};
 use crate::frame::Frame;
 use crate::hook::{Hook, IntoHook, Ran};
+use crate::registry::lookup;
 use crate::state::HookDisposition;
 
 /// Registers a hook to run after the outermost transaction of the alias commits (docs/semantics.md §5).

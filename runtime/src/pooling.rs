@@ -1,9 +1,11 @@
 //! Transaction-pooling mode (`Database::transaction_pooling`): what is sent differently when a
 //! pooler such as pgbouncer hands each transaction to whichever server connection is free.
 
-use sqlx::{Database, Execute, SqlStr};
+use sqlx::{Database, Execute, Pool, SqlStr};
 
 use crate::alias::AliasCtx;
+use crate::backend::Backend;
+use crate::error::{Error, ErrorKind};
 
 /// A query taken apart so that it runs unnamed: its SQL, its arguments and the statement it was
 /// prepared as (whose metadata saves a Describe; its name is never used, only sqlx's cache knows
@@ -189,6 +191,73 @@ pub(crate) fn pooler_hint(code: Option<&str>, message: &str) -> Option<&'static 
          transaction), turn on transaction-pooling mode for the alias: \
          `Database::transaction_pooling(true)` or the URL parameter `atomic_pooling=transaction`",
     )
+}
+
+/// Begins the transaction of its own that a statement outside any block runs in, in
+/// transaction-pooling mode.
+pub(crate) async fn own_transaction<DB: Backend>(
+    pool: &Pool<DB>,
+    actx: Option<&AliasCtx>,
+) -> Result<sqlx::Transaction<'static, DB>, sqlx::Error> {
+    if let Some(a) = actx {
+        a.record("BEGIN");
+    }
+    pool.begin().await
+}
+
+/// Commits the statement's own transaction, or rolls it back when the statement failed.
+pub(crate) async fn end_own_transaction<DB: Backend, T>(
+    tx: sqlx::Transaction<'static, DB>,
+    result: Result<T, sqlx::Error>,
+    actx: Option<&AliasCtx>,
+) -> Result<T, sqlx::Error> {
+    let commit = result.is_ok();
+    if let Some(a) = actx {
+        a.record(if commit { "COMMIT" } else { "ROLLBACK" });
+    }
+    if commit {
+        tx.commit().await?;
+    } else {
+        // The statement's error is the one to report; the connection's state is settled by
+        // the ROLLBACK or, should it fail, by closing the connection when the pool sees it.
+        let _ = tx.rollback().await;
+    }
+    result
+}
+
+/// Deallocates the statements sqlx clients without transaction-pooling mode left on the server
+/// connection the pooler chose (every one is named `sqlx_s_N`, and no client can use them again
+/// in a later transaction), so that the statement sqlx is about to name cannot collide with one.
+/// Clients in the mode leave none: they close theirs before the transaction ends.
+pub(crate) const CLEAR_LEFTOVERS: &str = "DO $$ DECLARE s record; BEGIN \
+     FOR s IN SELECT name FROM pg_prepared_statements WHERE name LIKE 'sqlx\\_s\\_%' \
+     LOOP EXECUTE format('DEALLOCATE %I', s.name); END LOOP; END $$";
+
+/// Ends the transaction that preparing or describing a statement ran in, in transaction-pooling
+/// mode: the named statement sqlx made is closed on the server connection that has it (the
+/// transaction keeps the pooler on that one), and sqlx forgets it, so that no later query of
+/// this client names a statement the pooler's other server connections do not have. The
+/// returned statement keeps its metadata, which is all a later unnamed query uses. Statements
+/// are prepared named only because sqlx's `prepare` has no unnamed form.
+pub(crate) async fn forget_statements<DB: Backend, T>(
+    mut tx: sqlx::Transaction<'_, DB>,
+    result: Result<T, sqlx::Error>,
+) -> Result<T, sqlx::Error> {
+    use sqlx::Connection;
+    let value = result?;
+    (*tx).clear_cached_statements().await?;
+    tx.commit().await?;
+    Ok(value)
+}
+
+/// The error of a query refused before it was sent.
+pub(crate) fn refused(r: Refused, alias: &str) -> sqlx::Error {
+    match r {
+        Refused::Encode(e) => sqlx::Error::Encode(e),
+        Refused::Session { statement, instead } => {
+            Error::named(alias, ErrorKind::SessionState { statement, instead }).into_sqlx()
+        }
+    }
 }
 
 #[cfg(test)]

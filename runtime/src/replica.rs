@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use crate::alias::AliasCtx;
 use crate::backend::AnyConn;
-use crate::config::{AliasEntry, Database, lookup};
+use crate::config::Database;
 use crate::error::Error;
 use crate::position::{CommitPosition, UNKNOWN, read_at_position};
 use crate::reads::is_read;
+use crate::registry::{AliasEntry, lookup};
 use crate::replica_set::{DOWN_RETRY, LAG_RETRY, Replica, ReplicaSet, now_ms};
 use crate::wal::{REPLAYED, Then, scalar_lsn};
 

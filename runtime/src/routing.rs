@@ -10,8 +10,8 @@ use sqlx::{Database, Either, Executor, Pool};
 
 use crate::alias::AliasCtx;
 use crate::backend::Backend;
-use crate::config::AliasEntry;
 use crate::reads::Parts;
+use crate::registry::AliasEntry;
 use crate::replica::{Routed, route};
 use crate::replica_set::ReplicaSet;
 use crate::wal::{Then, position_after};

@@ -62,12 +62,12 @@
 //! the body runs. See the attribute's documentation for the details.
 
 use crate::block::Atomic;
-use crate::config::{Databases, installed_aliases, is_installed, lookup};
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
 use crate::frame::Frame;
 use crate::hook::Hook;
 use crate::on_commit::run_hooks;
+use crate::registry::{Databases, installed_aliases, is_installed, lookup};
 use std::borrow::Cow;
 use std::sync::{LazyLock, Mutex, PoisonError};
 

@@ -4,8 +4,8 @@
 
 use crate::alias::AliasCtx;
 use crate::backend::AnyConn;
-use crate::config::AliasEntry;
 use crate::position::UNKNOWN;
+use crate::registry::AliasEntry;
 use crate::replica_set::ReplicaSet;
 
 /// Sent instead of `COMMIT` on an alias with replicas, in one round trip: whether the transaction

@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::alias::AliasCtx;
-use crate::config::AliasEntry;
 use crate::error::Error;
+use crate::registry::AliasEntry;
 use crate::state::{BlockOpts, TxState};
 use crate::sync::lock;
 

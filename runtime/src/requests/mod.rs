@@ -3,9 +3,9 @@
 
 pub(crate) mod blocks;
 
-use crate::config::lookup;
 use crate::error::Error;
 use crate::frame::Frame;
+use crate::registry::lookup;
 use crate::sync::lock;
 
 /// Runs a handler's body outside the per-request transactions of `aliases` (what
@@ -79,11 +79,11 @@ mod layer {
 
     use super::blocks::RequestBlocks;
     use crate::block::end_block;
-    use crate::config::{is_installed, registry};
     use crate::context::Context;
     use crate::error::Error;
     use crate::frame::Frame;
     use crate::on_commit::panic_message;
+    use crate::registry::{is_installed, registry};
     use crate::sync::lock;
 
     /// When a response rolls the request back. The default is a plain value, so that a request
