@@ -49,6 +49,9 @@ env SQLX_ATOMIC_CONFLICT_ROUNDS=16 SQLX_ATOMIC_PAIRED_ROUNDS="$ROUNDS" \
   cargo bench -q --all-features --bench conflicts 2>/dev/null
 echo "== 9. transaction pooling"
 env SQLX_ATOMIC_PAIRED_ROUNDS="$ROUNDS" cargo bench -q --all-features --bench pooling 2>/dev/null
+echo "== 9. transaction pooling: test_with_begin (the pools the library builds)"
+env SQLX_ATOMIC_PAIRED_ROUNDS="$ROUNDS" SQLX_ATOMIC_BENCH_TEST_WITH_BEGIN=1 \
+  SQLX_ATOMIC_PAIRED_ONLY=pgbouncer/ cargo bench -q --all-features --bench pooling 2>/dev/null
 echo "== 10. read replicas"
 env SQLX_ATOMIC_PAIRED_ROUNDS="$ROUNDS" cargo bench -q --all-features --bench replica 2>/dev/null
 echo "== 7. compile time"
