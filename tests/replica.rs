@@ -606,6 +606,24 @@ fn rule_12_4_positioned_reads_wait_for_replay_and_then_read_the_replica() {
 }
 
 #[test]
+fn check_databases_checks_the_replicas_too() {
+    replica_test(|_| async move {
+        // Every alias answers but `down`, whose primary answers and whose replica does not.
+        let e = sqlx_atomic::check_databases(Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert_eq!(e.alias(), Some("down"), "{e}");
+        assert!(
+            matches!(e.kind(), sqlx_atomic::ErrorKind::Unreachable { .. }),
+            "{e}"
+        );
+        let text = format!("{e} {e:?}");
+        assert!(text.contains("postgres://postgres@127.0.0.1:"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    });
+}
+
+#[test]
 fn rule_12_4_a_replica_that_is_down_is_skipped_with_a_log_line() {
     replica_test(|_| async move {
         for _ in 0..3 {

@@ -198,9 +198,9 @@ pub fn installed_aliases() -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Checks at start-up that every installed database can be connected to now, each within
-/// `timeout` and all at once: the first failure names the alias, the database (password hidden)
-/// and the cause, instead of a pool time-out at the first query.
+/// Checks at start-up that every installed database, read replicas included, can be connected
+/// to now, each within `timeout` and all at once: the first failure names the alias, the database
+/// (password hidden) and the cause, instead of a pool time-out at the first query.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sqlx_atomic::Error> {
@@ -213,8 +213,14 @@ pub fn installed_aliases() -> Vec<String> {
 /// ```
 pub async fn check_databases(timeout: Duration) -> Result<(), Error> {
     let registry = registry()?;
-    let checks = registry.entries.iter().map(|entry| async move {
-        let cause = match tokio::time::timeout(timeout, entry.db.pool.try_connect()).await {
+    // Every database of every alias: its primary and its read replicas.
+    let databases = registry.entries.iter().flat_map(|entry| {
+        let replicas = entry.replicas.iter().flat_map(|set| set.replicas.iter());
+        std::iter::once((entry, &entry.db.pool, &entry.db.display))
+            .chain(replicas.map(move |r| (entry, &r.pool, &r.display)))
+    });
+    let checks = databases.map(|(entry, pool, display)| async move {
+        let cause = match tokio::time::timeout(timeout, pool.try_connect()).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {timeout:?}"),
@@ -222,7 +228,7 @@ pub async fn check_databases(timeout: Duration) -> Result<(), Error> {
         Err(Error::at(
             &entry.name,
             ErrorKind::Unreachable {
-                database: entry.db.display.clone(),
+                database: display.clone(),
                 cause,
             },
         ))
