@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sqlx::Pool;
 
-use crate::backend::{AnyPool, Backend, BackendKind};
+use crate::backend::{AnyPool, Backend};
 use crate::error::{Error, ErrorKind};
 use crate::pool_config::PoolConfig;
 use crate::redact::{redact_url, scrub};
@@ -267,7 +267,7 @@ impl Database {
             return None;
         }
         #[cfg(feature = "postgres")]
-        let postgres = self.pool.kind() == BackendKind::Postgres;
+        let postgres = self.pool.kind() == crate::backend::BackendKind::Postgres;
         #[cfg(not(feature = "postgres"))]
         let postgres = false;
         if !postgres {

@@ -17,10 +17,10 @@ use crate::error::{Error, ErrorKind};
 use crate::frame::Frame;
 use crate::handle::Handle;
 use crate::lease::{Lease, Phase};
+use crate::parts::Parts;
 use crate::pooling::{
-    CLEAR_LEFTOVERS, Unnamed, end_own_transaction, forget_statements, own_transaction, refused,
+    CLEAR_LEFTOVERS, end_own_transaction, forget_statements, own_transaction, unnamed,
 };
-use crate::reads::Parts;
 use crate::registry::{AliasEntry, lookup};
 use crate::routing::routed;
 use crate::state::Route;
@@ -217,14 +217,14 @@ macro_rules! one_shot {
             let entry = lookup(alias).map_err(sqlx_err)?;
             let result = if entry.db.transaction_pooling {
                 // Refused before anything is sent, so nothing is owed or doomed.
-                let query = Unnamed::new($query).map_err(|r| refused(r, alias))?;
+                let query = unnamed($query, alias)?;
                 let (target, actx) = target::<DB>(entry).await.map_err(sqlx_err)?;
                 let actx = actx.as_deref();
                 match target {
                     Target::Pool(pool) if query.spans_messages() => {
                         match own_transaction(&pool, actx).await {
                             Ok(mut tx) => {
-                                query.record(actx);
+                                query.record(actx, None);
                                 let result = (&mut *tx).$method(query).await;
                                 end_own_transaction(tx, result, actx).await
                             }
@@ -232,7 +232,7 @@ macro_rules! one_shot {
                         }
                     }
                     target => {
-                        query.record(actx);
+                        query.record(actx, None);
                         run_on!(target, query, $method)
                     }
                 }
@@ -283,7 +283,7 @@ type ResultStream<DB> = BoxStream<
 /// and outside a transaction in one of its own when it spans several messages.
 fn unnamed_stream<DB>(
     entry: &'static Arc<AliasEntry>,
-    query: Unnamed<DB>,
+    query: Parts<DB>,
     alias: Cow<'static, str>,
 ) -> ResultStream<DB>
 where
@@ -294,14 +294,14 @@ where
         let (target, actx) = target::<DB>(entry).await.map_err(sqlx_err)?;
         let actx = actx.as_deref();
         if !(matches!(target, Target::Pool(_)) && query.spans_messages()) {
-            query.record(actx);
+            query.record(actx, None);
         }
         let result: Result<(), sqlx::Error> = match target {
             Target::Pool(pool) if query.spans_messages() => {
                 let mut tx = own_transaction(&pool, actx)
                     .await
                     .map_err(|e| with_alias(e, &alias))?;
-                query.record(actx);
+                query.record(actx, None);
                 let result = {
                     let mut s = (&mut *tx).fetch_many(query);
                     loop {
@@ -368,7 +368,7 @@ where
         Box::pin(async_stream::try_stream! {
             let entry = lookup(&self.alias).map_err(sqlx_err)?;
             if entry.db.transaction_pooling {
-                let query = Unnamed::new(query).map_err(|r| refused(r, &self.alias))?;
+                let query = unnamed(query, &self.alias)?;
                 let mut s = unnamed_stream::<DB>(entry, query, self.alias);
                 while let Some(v) = s.try_next().await? {
                     yield v;

@@ -22,6 +22,7 @@ mod hook;
 mod lease;
 mod on_commit;
 mod options;
+mod parts;
 mod pool_config;
 mod pooling;
 mod position;

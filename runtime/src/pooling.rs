@@ -1,79 +1,26 @@
 //! Transaction-pooling mode (`Database::transaction_pooling`): what is sent differently when a
 //! pooler such as pgbouncer hands each transaction to whichever server connection is free.
 
-use sqlx::{Database, Execute, Pool, SqlStr};
+use sqlx::{Database, Execute, Pool};
 
 use crate::alias::AliasCtx;
 use crate::backend::Backend;
 use crate::error::{Error, ErrorKind};
+use crate::parts::Parts;
 
-/// A query taken apart so that it runs unnamed: its SQL, its arguments and the statement it was
-/// prepared as (whose metadata saves a Describe; its name is never used, only sqlx's cache knows
-/// names, and nothing is cached in this mode).
-pub(crate) struct Unnamed<DB: Database> {
-    sql: SqlStr,
-    arguments: Option<DB::Arguments>,
-    statement: Option<DB::Statement>,
-}
-
-impl<DB: Database> Unnamed<DB> {
-    /// Takes `query` apart; refuses one that keeps state in the server session.
-    pub(crate) fn new<'q>(mut query: impl Execute<'q, DB>) -> Result<Self, Refused> {
-        let statement = query.statement().cloned();
-        let arguments = query.take_arguments().map_err(Refused::Encode)?;
-        let sql = query.sql();
-        if let Some((statement, instead)) = session_scoped(sql.as_str()) {
-            return Err(Refused::Session { statement, instead });
-        }
-        Ok(Unnamed {
-            sql,
-            arguments,
-            statement,
-        })
+/// `query` taken apart to run unnamed on `alias`; refused, before anything is sent, when it keeps
+/// state in the server session.
+pub(crate) fn unnamed<'q, DB: Database>(
+    query: impl Execute<'q, DB>,
+    alias: &str,
+) -> Result<Parts<DB>, sqlx::Error> {
+    let parts = Parts::new(query)?.unnamed();
+    if let Some((statement, instead)) = session_scoped(parts.text()) {
+        return Err(
+            Error::named(alias, ErrorKind::SessionState { statement, instead }).into_sqlx(),
+        );
     }
-
-    /// Records the statement when the scope records statements.
-    pub(crate) fn record(&self, actx: Option<&AliasCtx>) {
-        if let Some(a) = actx {
-            a.record(self.sql.as_str());
-        }
-    }
-
-    /// Whether the statement is sent with the extended protocol (Parse, then Bind and Execute,
-    /// each followed by a Sync), whose messages a pooler may route to different server
-    /// connections outside a transaction. Without arguments sqlx sends one simple Query.
-    pub(crate) fn spans_messages(&self) -> bool {
-        self.arguments.is_some()
-    }
-}
-
-/// Why a query was not sent.
-pub(crate) enum Refused {
-    /// Its arguments did not encode.
-    Encode(sqlx::error::BoxDynError),
-    /// It keeps state in the server session.
-    Session {
-        statement: &'static str,
-        instead: &'static str,
-    },
-}
-
-impl<'q, DB: Database> Execute<'q, DB> for Unnamed<DB> {
-    fn sql(self) -> SqlStr {
-        self.sql
-    }
-
-    fn statement(&self) -> Option<&DB::Statement> {
-        self.statement.as_ref()
-    }
-
-    fn take_arguments(&mut self) -> Result<Option<DB::Arguments>, sqlx::error::BoxDynError> {
-        Ok(self.arguments.take())
-    }
-
-    fn persistent(&self) -> bool {
-        false
-    }
+    Ok(parts)
 }
 
 /// What a statement keeps in the server session, and what to use instead; `None` when it keeps
@@ -248,16 +195,6 @@ pub(crate) async fn forget_statements<DB: Backend, T>(
     (*tx).clear_cached_statements().await?;
     tx.commit().await?;
     Ok(value)
-}
-
-/// The error of a query refused before it was sent.
-pub(crate) fn refused(r: Refused, alias: &str) -> sqlx::Error {
-    match r {
-        Refused::Encode(e) => sqlx::Error::Encode(e),
-        Refused::Session { statement, instead } => {
-            Error::named(alias, ErrorKind::SessionState { statement, instead }).into_sqlx()
-        }
-    }
 }
 
 #[cfg(test)]

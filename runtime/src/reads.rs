@@ -1,10 +1,5 @@
 //! Which statements may go to a read replica: read off the SQL text, conservatively (a statement
-//! that is not recognised as a read goes to the primary), and a query taken apart so that its text
-//! can be read before it is sent.
-
-use sqlx::{Database, Execute, SqlStr};
-
-use crate::alias::AliasCtx;
+//! that is not recognised as a read goes to the primary).
 
 /// Whether `sql` only reads, as far as its text shows: one statement that begins with `SELECT`,
 /// `VALUES`, `TABLE`, `SHOW` or `WITH` (a parenthesis may come first), and that names no
@@ -235,60 +230,6 @@ fn skip_block_comment(s: &str) -> Option<&str> {
         }
     }
     None
-}
-
-/// A query taken apart, so that its text can be read before it is sent (`Execute::sql` consumes
-/// the query): its SQL, its arguments, the statement it was prepared as and whether sqlx may cache
-/// it, handed back to sqlx unchanged.
-pub(crate) struct Parts<DB: Database> {
-    sql: SqlStr,
-    arguments: Option<DB::Arguments>,
-    statement: Option<DB::Statement>,
-    persistent: bool,
-}
-
-impl<DB: Database> Parts<DB> {
-    pub(crate) fn new<'q>(mut query: impl Execute<'q, DB>) -> Result<Self, sqlx::Error> {
-        let statement = query.statement().cloned();
-        let persistent = query.persistent();
-        let arguments = query.take_arguments().map_err(sqlx::Error::Encode)?;
-        Ok(Parts {
-            sql: query.sql(),
-            arguments,
-            statement,
-            persistent,
-        })
-    }
-
-    /// The SQL text (not `sql`, which is `Execute`'s and consumes the query).
-    pub(crate) fn text(&self) -> &str {
-        self.sql.as_str()
-    }
-
-    /// Records the statement when the scope records statements; `replica`: where it goes.
-    pub(crate) fn record(&self, actx: Option<&AliasCtx>, replica: Option<&str>) {
-        if let Some(a) = actx {
-            a.record_on(self.sql.as_str(), replica);
-        }
-    }
-}
-
-impl<'q, DB: Database> Execute<'q, DB> for Parts<DB> {
-    fn sql(self) -> SqlStr {
-        self.sql
-    }
-
-    fn statement(&self) -> Option<&DB::Statement> {
-        self.statement.as_ref()
-    }
-
-    fn take_arguments(&mut self) -> Result<Option<DB::Arguments>, sqlx::error::BoxDynError> {
-        Ok(self.arguments.take())
-    }
-
-    fn persistent(&self) -> bool {
-        self.persistent
-    }
 }
 
 #[cfg(test)]

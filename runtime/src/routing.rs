@@ -10,7 +10,7 @@ use sqlx::{Database, Either, Executor, Pool};
 
 use crate::alias::AliasCtx;
 use crate::backend::Backend;
-use crate::reads::Parts;
+use crate::parts::Parts;
 use crate::registry::AliasEntry;
 use crate::replica::{Routed, route};
 use crate::replica_set::ReplicaSet;
@@ -22,7 +22,7 @@ use crate::wal::{Then, position_after};
 macro_rules! routed {
     ($entry:expr, $set:expr, $handle:expr, $query:expr, $actx:expr, $pool:expr, $method:ident) => {{
         let (entry, set) = ($entry, $set);
-        let query = crate::reads::Parts::<DB>::new($query)?;
+        let query = crate::parts::Parts::<DB>::new($query)?;
         let rec = $actx.as_deref();
         match crate::replica::route(entry, set, query.text(), $handle.primary, rec).await {
             crate::replica::Routed::Replica { mut conn, replica } => {
