@@ -31,7 +31,7 @@ async fn setup() {
     ONCE.get_or_init(|| async {
         let (mut dbs, available) = common::configure().await;
         dbs = dbs.add("sqlite_tokio", common::sqlite_db("main", 2).await);
-        for b in [Backend::Postgres, Backend::MySql] {
+        for b in [Backend::Postgres, Backend::MySql, Backend::PgBouncer] {
             let tokio_alias = format!("{}_tokio", b.alias());
             if available.contains(&b) {
                 dbs = dbs.add(tokio_alias, common::server_db(b, &b.url(), 2));
@@ -286,6 +286,13 @@ attribute_suite!(
     "pg_tokio"
 );
 attribute_suite!(mysql, sqlx::MySql, Backend::MySql, "my", "my_tokio");
+attribute_suite!(
+    pgbouncer,
+    sqlx::Postgres,
+    Backend::PgBouncer,
+    "pgb",
+    "pgb_tokio"
+);
 
 // Independent of the backend.
 
