@@ -9,17 +9,27 @@ use sqlx_atomic::{Atomic, Error, ErrorKind, Scope, on_commit};
 
 #[test]
 fn postgres_rule_7_2_silent_rollback_is_an_error_and_runs_no_hook() {
-    common::run(Backend::Postgres, |fx: Fx| async move {
-        let db = sqlx_atomic::postgres("pg");
+    rule_7_2_silent_rollback_is_an_error_and_runs_no_hook(Backend::Postgres);
+}
+
+#[test]
+fn pgbouncer_rule_7_2_silent_rollback_is_an_error_and_runs_no_hook() {
+    rule_7_2_silent_rollback_is_an_error_and_runs_no_hook(Backend::PgBouncer);
+}
+
+fn rule_7_2_silent_rollback_is_an_error_and_runs_no_hook(b: Backend) {
+    common::run(b, |fx: Fx| async move {
+        let alias = fx.alias;
+        let db = sqlx_atomic::postgres(alias);
         let ins = |v: &str| AssertSqlSafe(format!("INSERT INTO {} (v) VALUES ({v})", fx.table));
         let r = Atomic::new()
-            .using("pg")
+            .using(alias)
             .run(async {
                 sqlx::query(ins("1")).execute(&db).await?;
-                on_commit(fx.hook("never")).using("pg").await?;
+                on_commit(fx.hook("never")).using(alias).await?;
                 // A failing statement in a savepoint-less block: PostgreSQL aborts the transaction.
                 let _ = Atomic::new()
-                    .using("pg")
+                    .using(alias)
                     .savepoint(false)
                     .run(async {
                         sqlx::query(ins("NULL"))
@@ -29,7 +39,7 @@ fn postgres_rule_7_2_silent_rollback_is_an_error_and_runs_no_hook() {
                     })
                     .await;
                 // The user clears the flag (2.3): COMMIT would be answered with ROLLBACK.
-                sqlx_atomic::using("pg").set_rollback(false)?;
+                sqlx_atomic::using(alias).set_rollback(false)?;
                 Ok::<_, Error>(())
             })
             .await;
@@ -42,17 +52,27 @@ fn postgres_rule_7_2_silent_rollback_is_an_error_and_runs_no_hook() {
 
 #[test]
 fn postgres_rule_1_7_failing_commit_rolls_back_and_runs_no_hook() {
-    common::run(Backend::Postgres, |fx: Fx| async move {
+    rule_1_7_failing_commit_rolls_back_and_runs_no_hook(Backend::Postgres);
+}
+
+#[test]
+fn pgbouncer_rule_1_7_failing_commit_rolls_back_and_runs_no_hook() {
+    rule_1_7_failing_commit_rolls_back_and_runs_no_hook(Backend::PgBouncer);
+}
+
+fn rule_1_7_failing_commit_rolls_back_and_runs_no_hook(b: Backend) {
+    common::run(b, |fx: Fx| async move {
+        let alias = fx.alias;
         let tables = fx.deferred_fk().await;
         let c = tables.1.clone();
-        let db = sqlx_atomic::postgres("pg");
+        let db = sqlx_atomic::postgres(alias);
         let r = Atomic::new()
-            .using("pg")
+            .using(alias)
             .run(async {
                 sqlx::query(AssertSqlSafe(format!("INSERT INTO {c} VALUES (42)")))
                     .execute(&db)
                     .await?;
-                on_commit(fx.hook("never")).using("pg").await?;
+                on_commit(fx.hook("never")).using(alias).await?;
                 Ok::<_, Error>(())
             })
             .await;
@@ -61,7 +81,7 @@ fn postgres_rule_1_7_failing_commit_rolls_back_and_runs_no_hook() {
         assert!(fx.ran().is_empty());
         // The next transaction works.
         Atomic::new()
-            .using("pg")
+            .using(alias)
             .run(async {
                 sqlx::query(AssertSqlSafe(format!(
                     "INSERT INTO {} (v) VALUES (1)",
@@ -270,14 +290,24 @@ fn credentials_never_printed() {
 
 #[test]
 fn postgres_rule_1_7_a_failed_manual_commit_is_rolled_back() {
-    common::run(Backend::Postgres, |fx: Fx| async move {
+    rule_1_7_a_failed_manual_commit_is_rolled_back(Backend::Postgres);
+}
+
+#[test]
+fn pgbouncer_rule_1_7_a_failed_manual_commit_is_rolled_back() {
+    rule_1_7_a_failed_manual_commit_is_rolled_back(Backend::PgBouncer);
+}
+
+fn rule_1_7_a_failed_manual_commit_is_rolled_back(b: Backend) {
+    common::run(b, |fx: Fx| async move {
+        let alias = fx.alias;
         let tables = fx.deferred_fk().await;
         let c = tables.1.clone();
-        let db = sqlx_atomic::postgres("pg");
+        let db = sqlx_atomic::postgres(alias);
         let (r, log) = sqlx_atomic::Scope::new()
             .record_statements()
             .run(async {
-                let pg = sqlx_atomic::using("pg");
+                let pg = sqlx_atomic::using(alias);
                 pg.set_autocommit(false)?;
                 sqlx::query(AssertSqlSafe(format!("INSERT INTO {c} VALUES (42)")))
                     .execute(&db)
