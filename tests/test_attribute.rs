@@ -125,14 +125,16 @@ macro_rules! attribute_suite {
             /// its own alias's pool: a connection that the shared pool opened on that test's
             /// runtime would be dead once the runtime shuts down, and the checks that follow the
             /// test take the shared pool's idle connections without pinging them.
+            /// The simple protocol (one message) reads correctly through a transaction pooler
+            /// too, where a prepared statement would not.
             async fn committed_on(alias: &str) -> i64 {
                 let pool = sqlx_atomic::pool::<DB>(alias).unwrap();
                 let sql = format!("SELECT COUNT(*) FROM {}", table());
-                let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+                let row = sqlx::raw_sql(AssertSqlSafe(sql))
                     .fetch_one(&pool)
                     .await
                     .unwrap();
-                n
+                sqlx::Row::get::<i64, _>(&row, 0)
             }
 
             // Run by the harness.
