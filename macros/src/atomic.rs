@@ -104,7 +104,7 @@ fn wrap_body(args: AtomicArgs, function: FnItem, return_type: &Type, anchor: Spa
     } = function;
 
     // A return type whose error type lacks `From<sqlx_atomic::Error>` fails the bound of
-    // `assert_atomic_result` and the same bound of `Atomic::run`. Both calls are placed on the
+    // `atomic_fn_returns_result` and the same bound of `Atomic::run`. Both calls are placed on the
     // anchor, so rustc reports the failure once, there, instead of a second time on the
     // `#[atomic]` attribute.
     let krate = emit::crate_path(args.krate.as_ref(), Some(anchor));
@@ -143,7 +143,7 @@ fn wrap_body(args: AtomicArgs, function: FnItem, return_type: &Type, anchor: Spa
     let assert_result = (!emit::contains_impl_trait(return_type)).then(|| {
         let checked = emit::relocate(return_type.to_token_stream(), anchor);
         quote_spanned! {anchor=>
-            #krate::__private::assert_atomic_result::<#checked>();
+            #krate::atomic_fn_returns_result::<#checked>();
         }
     });
 
@@ -168,7 +168,7 @@ fn wrap_body(args: AtomicArgs, function: FnItem, return_type: &Type, anchor: Spa
                 // Spanned at the anchor, not hygienic like the other locals: the bound of
                 // `Attempts::attempt` is checked on the call, which starts at this receiver, and
                 // only with the anchor's own span does a failure there merge with the one of
-                // `assert_atomic_result` instead of being reported a second time. The prefix
+                // `atomic_fn_returns_result` instead of being reported a second time. The prefix
                 // keeps it apart from the user's names.
                 let attempts = Ident::new("__sqlx_atomic_attempts", anchor);
                 let out = Ident::new("__sqlx_atomic_out", Span::mixed_site());

@@ -125,7 +125,7 @@ use proc_macro::TokenStream;
 /// async fn f(x: i32) -> Result<i32, E> { body }
 /// // becomes
 /// async fn f(x: i32) -> Result<i32, E> {
-///     ::sqlx_atomic::__private::assert_atomic_result::<Result<i32, E>>();
+///     ::sqlx_atomic::atomic_fn_returns_result::<Result<i32, E>>();
 ///     ::sqlx_atomic::__private::Atomic::new()
 ///         .using("reports")
 ///         .run(async move {
@@ -147,7 +147,7 @@ use proc_macro::TokenStream;
 /// async fn f(x: &mut i32) -> Result<i32, E> { body }
 /// // becomes
 /// async fn f(x: &mut i32) -> Result<i32, E> {
-///     ::sqlx_atomic::__private::assert_atomic_result::<Result<i32, E>>();
+///     ::sqlx_atomic::atomic_fn_returns_result::<Result<i32, E>>();
 ///     let mut attempts = ::sqlx_atomic::__private::Atomic::new().retry(3u32).__attempts();
 ///     loop {
 ///         if let ControlFlow::Break(out) = attempts

@@ -32,6 +32,14 @@ pub trait AtomicResult: Sized {
     fn __from_error(e: Error) -> Self;
 }
 
+/// The check `#[atomic]` makes that the function's return type is an [`AtomicResult`]. Public at
+/// the crate's root so that a failing check names it by this path, which says what went wrong.
+#[doc(hidden)]
+pub fn atomic_fn_returns_result<R: AtomicResult>() {}
+
+// Not recommended in diagnostics: a wrong error type is then reported with the trait's own
+// message (what to implement) instead of this impl and its unmet bound.
+#[diagnostic::do_not_recommend]
 impl<T, E: From<Error>> AtomicResult for Result<T, E> {
     fn __is_ok(&self) -> bool {
         self.is_ok()

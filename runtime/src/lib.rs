@@ -43,6 +43,8 @@ mod wal;
 
 pub use aliased::{AliasedDatabaseError, alias_of};
 pub use backend::Backend;
+#[doc(hidden)]
+pub use block::atomic_fn_returns_result;
 pub use block::{Atomic, AtomicResult, AtomicRetry, Attempts};
 pub use classify::{Cause, Conflict};
 pub use config::Database;
@@ -74,8 +76,4 @@ pub use requests::{AtomicRequests, AtomicRequestsFuture, AtomicRequestsLayer};
 pub mod __private {
     pub use crate::block::Atomic;
     pub use crate::requests::__non_atomic_requests as non_atomic_requests;
-
-    /// Compile-time check used by `#[atomic]`: the function's return type must be an
-    /// [`AtomicResult`](crate::AtomicResult).
-    pub fn assert_atomic_result<R: crate::AtomicResult>() {}
 }

@@ -31,7 +31,7 @@ fn wraps_the_body_and_keeps_the_signature() {
             T: Sync,
         {
             #![allow(unused)]
-            ::sqlx_atomic::__private::assert_atomic_result::<Result<U, E> >();
+            ::sqlx_atomic::atomic_fn_returns_result::<Result<U, E> >();
             ::sqlx_atomic::__private::Atomic::new()
                 .using("x")
                 .savepoint(false)
@@ -82,7 +82,7 @@ fn only_given_arguments_become_builder_calls() {
         "{out}"
     );
     assert!(
-        out.contains("my :: sa :: __private :: assert_atomic_result"),
+        out.contains("my :: sa :: atomic_fn_returns_result"),
         "{out}"
     );
 }
@@ -197,7 +197,7 @@ fn retry_runs_a_borrowing_body_in_a_loop() {
     let expected = quote! {
         pub async fn f(&mut self, name: &str, n: String) -> Result<U, E> {
             #![allow(unused)]
-            ::sqlx_atomic::__private::assert_atomic_result::<Result<U, E> >();
+            ::sqlx_atomic::atomic_fn_returns_result::<Result<U, E> >();
             let mut __sqlx_atomic_attempts = ::sqlx_atomic::__private::Atomic::new()
                 .using("x")
                 .isolation(::sqlx_atomic::Isolation::Serializable)
@@ -262,7 +262,7 @@ fn retry_keeps_the_inferred_impl_trait_anchor() {
             }
         ),
     );
-    assert!(!out.contains("assert_atomic_result"), "{out}");
+    assert!(!out.contains("atomic_fn_returns_result"), "{out}");
     assert!(
         out.contains(
             "async { if let :: core :: option :: Option :: Some (__sqlx_atomic_ret) = \
@@ -356,7 +356,7 @@ fn impl_trait_in_the_result_is_inferred() {
             }
         ),
     );
-    assert!(!out.contains("assert_atomic_result"), "{out}");
+    assert!(!out.contains("atomic_fn_returns_result"), "{out}");
     assert!(
         out.contains("let __sqlx_atomic_ret : Result < _ , E >"),
         "{out}"
