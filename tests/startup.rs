@@ -66,14 +66,7 @@ fn a_blocks_pool_time_out_says_why_a_connection_could_not_be_opened() {
             })
             .await
             .unwrap_err();
-        assert_eq!(e.alias(), Some("down"));
-        match e.kind() {
-            ErrorKind::PoolTimedOut { cause: Some(cause) } => {
-                assert!(cause.to_lowercase().contains("refused"), "{cause}");
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(!format!("{e} {e:?}").contains("s3cret-pw"));
+        assert_refused_pool_time_out(&e);
     });
 }
 
@@ -89,13 +82,18 @@ fn a_statements_pool_time_out_outside_any_block_says_why_too() {
         // The acquire timeout (300 ms) and the probe, never sqlx's bare 30 s `PoolTimedOut`.
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
         let e = sqlx_atomic::Error::from(e);
-        assert_eq!(e.alias(), Some("down"));
-        match e.kind() {
-            ErrorKind::PoolTimedOut { cause: Some(cause) } => {
-                assert!(cause.to_lowercase().contains("refused"), "{cause}");
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(!format!("{e} {e:?}").contains("s3cret-pw"));
+        assert_refused_pool_time_out(&e);
     });
+}
+
+/// A pool time-out of `down` that names the alias and the refused connection, never the password.
+fn assert_refused_pool_time_out(e: &sqlx_atomic::Error) {
+    assert_eq!(e.alias(), Some("down"));
+    match e.kind() {
+        ErrorKind::PoolTimedOut { cause: Some(cause) } => {
+            assert!(cause.to_lowercase().contains("refused"), "{cause}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!format!("{e} {e:?}").contains("s3cret-pw"));
 }

@@ -347,8 +347,11 @@ where
 
 /// The pool of `alias`, and whether it is in transaction-pooling mode.
 fn pool_of<DB: Backend>(alias: &str) -> Result<(Pool<DB>, bool), Error> {
-    let pooled = lookup(alias)?.db.transaction_pooling;
-    Ok((crate::registry::pool::<DB>(alias)?, pooled))
+    let entry = lookup(alias)?;
+    Ok((
+        crate::registry::entry_pool::<DB>(entry)?,
+        entry.db.transaction_pooling,
+    ))
 }
 
 impl<DB> Executor<'static> for Handle<DB>

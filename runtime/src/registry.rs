@@ -261,7 +261,11 @@ fn lookup_failed(alias: &str) -> Error {
 /// The sqlx pool of `alias`, for work that must bypass the ambient transaction (a fresh
 /// connection in a test, a migration).
 pub fn pool<DB: Backend>(alias: &str) -> Result<Pool<DB>, Error> {
-    let entry = lookup(alias)?;
+    entry_pool(lookup(alias)?)
+}
+
+/// The sqlx pool of an installed alias, for the backend `DB`.
+pub(crate) fn entry_pool<DB: Backend>(entry: &AliasEntry) -> Result<Pool<DB>, Error> {
     DB::__pool(&entry.db.pool).cloned().ok_or_else(|| {
         Error::at(
             &entry.name,
