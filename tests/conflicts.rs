@@ -139,6 +139,13 @@ async fn increment(alias: &'static str, table: &str, id: i64) -> Result<(), Erro
     .await
 }
 
+/// One SQLite test at a time: they share the `lite` file, and a stale deferred transaction that
+/// meets another test's writer holding the lock gets plain BUSY instead of BUSY_SNAPSHOT.
+fn lite_file() -> std::sync::MutexGuard<'static, ()> {
+    static LITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LITE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn run(f: impl Future<Output = ()> + Send + 'static) {
     RT.block_on(RT.spawn(f)).unwrap();
 }
@@ -405,6 +412,7 @@ fn rule_11_2_mariadb_deadlock_in_a_nested_block_fails_the_outer_block_with_1213(
 #[test]
 fn rule_11_4_sqlite_immediate_writers_all_succeed() {
     setup();
+    let _file = lite_file();
     run(async {
         let table = "conflict_lite_immediate";
         counter_table("lite", table).await;
@@ -473,6 +481,7 @@ async fn stale_upgrade(table: &'static str, retry: bool) -> Result<u32, Error> {
 #[test]
 fn rule_11_3_sqlite_a_stale_deferred_upgrade_is_busy_and_retry_recovers() {
     setup();
+    let _file = lite_file();
     run(async {
         let table = "conflict_lite_deferred";
         counter_table("lite", table).await;
@@ -495,6 +504,7 @@ fn rule_11_3_sqlite_a_stale_deferred_upgrade_is_busy_and_retry_recovers() {
 #[test]
 fn rule_11_3_retry_gives_up_after_its_attempts_and_counts_them() {
     setup();
+    let _file = lite_file();
     run(async {
         let table = "conflict_lite_exhausted";
         counter_table("lite", table).await;
