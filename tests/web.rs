@@ -3,15 +3,19 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::Router;
-use axum::extract::Path;
+use axum::extract::{FromRequestParts, Path};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::routing::get;
 use common::{Backend, Fx};
 use sqlx::AssertSqlSafe;
-use sqlx_atomic::{AtomicRequestsLayer, Error, atomic, non_atomic_requests, on_commit};
+use sqlx_atomic::{
+    AtomicRequestsLayer, Error, ErrorBody, HookFailure, NonAtomicRequestsLayer, atomic,
+    non_atomic_requests, on_commit,
+};
 
 static HOOKS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
@@ -42,6 +46,112 @@ async fn hook(alias: &'static str, label: String) {
         .using(alias)
         .await
         .unwrap();
+}
+
+/// An extractor that writes through the ambient handle (an audit row, as an authentication
+/// extractor might write a login): the last three path segments are the alias, the table and
+/// the value.
+struct Audited;
+
+impl<S: Send + Sync> FromRequestParts<S> for Audited {
+    type Rejection = StatusCode;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, StatusCode> {
+        let mut segments = parts.uri.path().rsplit('/');
+        let (Some(v), Some(t), Some(alias)) = (segments.next(), segments.next(), segments.next())
+        else {
+            return Err(StatusCode::BAD_REQUEST);
+        };
+        let v: i64 = v.parse().map_err(|_| StatusCode::BAD_REQUEST)?;
+        insert(alias, t, v).await.unwrap();
+        Ok(Audited)
+    }
+}
+
+/// A handler whose extractor wrote, and which then fails.
+async fn audited_then_fails(_: Audited) -> StatusCode {
+    StatusCode::INTERNAL_SERVER_ERROR
+}
+
+/// Runs one statement through the alias's ambient handle.
+async fn exec(alias: &str, sql: String) -> Result<(), Error> {
+    let sql = AssertSqlSafe(sql);
+    match alias {
+        "sqlite" => {
+            sqlx::query(sql)
+                .execute(sqlx_atomic::sqlite("sqlite"))
+                .await?;
+        }
+        "pg" | "pgb" => {
+            sqlx::query(sql)
+                .execute(sqlx_atomic::postgres(alias.to_owned()))
+                .await?;
+        }
+        _ => {
+            sqlx::query(sql).execute(sqlx_atomic::mysql("my")).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Registers, on `alias`, a hook that logs `{label}:a`, a named hook that fails, an unnamed
+/// hook that panics, and a hook that logs `{label}:b`.
+async fn failing_hooks(alias: &'static str, label: &str) {
+    hook(alias, format!("{label}:a")).await;
+    on_commit(|| Err(std::io::Error::other("the mail server is down")))
+        .name(format!("mailer-{label}"))
+        .using(alias)
+        .await
+        .unwrap();
+    on_commit(move || {
+        if !alias.is_empty() {
+            panic!("hook panics");
+        }
+    })
+    .using(alias)
+    .await
+    .unwrap();
+    hook(alias, format!("{label}:b")).await;
+}
+
+/// The ERROR lines the library logged, captured by a process-wide subscriber installed on
+/// first use.
+fn errors_logged() -> &'static Mutex<Vec<u8>> {
+    #[derive(Clone)]
+    struct Sink(&'static Mutex<Vec<u8>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    static LOGS: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("sqlx_atomic=error"))
+            .with_writer(move || Sink(logs))
+            .with_ansi(false)
+            .init();
+        logs
+    })
+}
+
+/// The captured log lines that contain `needle`.
+fn logged(needle: &str) -> Vec<String> {
+    String::from_utf8_lossy(&errors_logged().lock().unwrap())
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether a log line names `alias` in its `alias` field.
+fn names_alias(line: &str, alias: &str) -> bool {
+    line.contains(&format!("alias=\"{alias}\"")) || line.contains(&format!("alias={alias} "))
 }
 
 /// The handlers opted out with `#[non_atomic_requests(using = ..)]`, one per backend's alias (the
@@ -277,6 +387,36 @@ fn routes(alias: &'static str) -> Router {
             }),
         )
         .route("/idle", get(|| async { "no query" }))
+        .route(
+            "/hooks_fail/{t}/{v}",
+            get(move |Path((t, v)): Path<(String, i64)>| async move {
+                insert(alias, &t, v).await.unwrap();
+                failing_hooks(alias, &t).await;
+                "ok"
+            }),
+        )
+        .route(
+            "/deferred/{c}",
+            get(move |Path(c): Path<String>| async move {
+                // Violates a deferred foreign key: the COMMIT fails.
+                exec(alias, format!("INSERT INTO {c} VALUES (42)"))
+                    .await
+                    .unwrap();
+                hook(alias, format!("{c}:hook")).await;
+                "ok"
+            }),
+        )
+        // The extractor writes; the path rules of the layer (if any) decide whether it runs
+        // in the request transaction.
+        .route("/login/{a}/{t}/{v}", get(audited_then_fails))
+        .route(
+            "/login_route/{a}/{t}/{v}",
+            get(audited_then_fails).layer(NonAtomicRequestsLayer::new([alias])),
+        )
+        .route(
+            "/login_unknown/{a}/{t}/{v}",
+            get(audited_then_fails).layer(NonAtomicRequestsLayer::new("no_such_alias")),
+        )
 }
 
 /// A statement that fails on every backend (NOT NULL violation).
@@ -314,6 +454,14 @@ async fn serve(alias: &'static str) -> std::net::SocketAddr {
 }
 
 async fn serve_as(alias: &'static str, form: Form) -> std::net::SocketAddr {
+    serve_with(alias, form, AtomicRequestsLayer::new()).await
+}
+
+async fn serve_with(
+    alias: &'static str,
+    form: Form,
+    layer: AtomicRequestsLayer,
+) -> std::net::SocketAddr {
     // A backlog of 4,096 (tokio's `bind` uses 1,024): 2,000 clients connect at once, and a full
     // accept queue makes the kernel drop their handshakes (retried after 1 s, 3 s, …) or reset
     // them, which would test the kernel rather than the layer.
@@ -324,12 +472,12 @@ async fn serve_as(alias: &'static str, form: Form) -> std::net::SocketAddr {
     tokio::spawn(async move {
         match form {
             Form::PerRoute => {
-                let app = routes(alias).layer(AtomicRequestsLayer::new());
+                let app = routes(alias).layer(layer);
                 axum::serve(listener, app).await
             }
             Form::AroundRouter => {
                 use tower::Layer;
-                let app = AtomicRequestsLayer::new().layer(routes(alias));
+                let app = layer.layer(routes(alias));
                 let make = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
                 axum::serve(listener, make).await
             }
@@ -352,6 +500,101 @@ async fn get_status(addr: std::net::SocketAddr, path: &str) -> u16 {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
+}
+
+/// A response as the client saw it.
+#[derive(Debug, PartialEq)]
+struct Reply {
+    status: u16,
+    content_type: Option<String>,
+    body: String,
+}
+
+/// A minimal HTTP/1.1 GET; returns the status, the content type and the body.
+async fn get_reply(addr: std::net::SocketAddr, path: &str) -> Reply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let body = if header("transfer-encoding").as_deref() == Some("chunked") {
+        let mut rest = body;
+        let mut out = String::new();
+        loop {
+            let (size, after) = rest.split_once("\r\n").unwrap();
+            let size = usize::from_str_radix(size.trim(), 16).unwrap();
+            if size == 0 {
+                break;
+            }
+            out.push_str(&after[..size]);
+            rest = &after[size + 2..];
+        }
+        out
+    } else {
+        body.to_owned()
+    };
+    Reply {
+        status: status.parse().unwrap(),
+        content_type: header("content-type"),
+        body,
+    }
+}
+
+/// The layer's own 500 with its default text body.
+fn text_500(body: &str) -> Reply {
+    Reply {
+        status: 500,
+        content_type: Some("text/plain; charset=utf-8".into()),
+        body: body.into(),
+    }
+}
+
+const ROLLED_BACK: &str = "the request's database work failed and was rolled back";
+const PANICKED: &str = "the request panicked; its changes were rolled back";
+const OPT_OUT_FAILED: &str =
+    "the request could not run outside its transaction; its changes were rolled back";
+const HOOK_FAILED: &str =
+    "the request's changes were committed, but an on_commit hook failed afterwards";
+const COMMIT_FAILED: &str =
+    "the request's transaction could not be committed; its changes were rolled back";
+
+/// Asserts that a body the layer made says nothing of the database's own error.
+fn assert_no_database_text(reply: &Reply, table: &str) {
+    for leak in [
+        table,
+        "NULL",
+        "null",
+        "constraint",
+        "foreign",
+        "FOREIGN",
+        "violates",
+        "INSERT",
+        "sqlite",
+        "postgres",
+        "mysql",
+        "127.0.0.1",
+    ] {
+        assert!(
+            !reply.body.contains(leak),
+            "the body shows {leak:?}: {}",
+            reply.body
+        );
+    }
 }
 
 fn hooks_of(table: &str) -> Vec<String> {
@@ -507,14 +750,186 @@ macro_rules! web_suite {
             }
 
             #[test]
-            fn rule_8_3_panicking_hook_is_a_500_and_the_server_goes_on() {
+            fn rule_8_3_a_failing_hook_keeps_the_committed_response_and_the_others_run() {
+                common::run(B, |fx: Fx| async move {
+                    errors_logged();
+                    let addr = serve(B.alias()).await;
+                    let t = &fx.table;
+                    // A hook returns an error and another panics, after the COMMIT: the
+                    // handler's answer stands, and the hooks after them still run.
+                    let reply = get_reply(addr, &format!("/hooks_fail/{t}/1")).await;
+                    assert_eq!((reply.status, reply.body.as_str()), (200, "ok"));
+                    assert_eq!(fx.committed().await, [1]);
+                    assert_eq!(hooks_of(t), [format!("{t}:a"), format!("{t}:b")]);
+                    // Each failure is logged with the alias and the hook's name.
+                    let named = logged(&format!("mailer-{t}"));
+                    assert_eq!(named.len(), 1, "{named:?}");
+                    assert!(names_alias(&named[0], B.alias()), "{named:?}");
+                    assert!(named[0].contains("the mail server is down"), "{named:?}");
+                    assert!(named[0].contains("response stands"), "{named:?}");
+                    let unnamed: Vec<String> = logged("hook panics")
+                        .into_iter()
+                        .filter(|l| names_alias(l, B.alias()) && l.contains("<unnamed>"))
+                        .collect();
+                    assert!(!unnamed.is_empty(), "no log of the panicking hook");
+                    // The server goes on.
+                    assert_eq!(get_status(addr, &format!("/ok/{t}/2")).await, 200);
+                    assert_eq!(fx.committed().await, [1, 2]);
+                });
+            }
+
+            #[test]
+            fn rule_8_3_a_failing_hook_under_server_error_is_a_500_that_says_so() {
+                common::run(B, |fx: Fx| async move {
+                    let layer =
+                        AtomicRequestsLayer::new().on_hook_failure(HookFailure::ServerError);
+                    let addr = serve_with(B.alias(), Form::PerRoute, layer).await;
+                    let t = &fx.table;
+                    let reply = get_reply(addr, &format!("/hooks_fail/{t}/1")).await;
+                    assert_eq!(reply, text_500(HOOK_FAILED));
+                    // The data stays committed; the hooks after the failing one are dropped.
+                    assert_eq!(fx.committed().await, [1]);
+                    assert_eq!(hooks_of(t), [format!("{t}:a")]);
+                });
+            }
+
+            #[test]
+            fn rule_8_3_the_layers_own_500s_say_what_happened() {
                 common::run(B, |fx: Fx| async move {
                     let addr = serve(B.alias()).await;
                     let t = &fx.table;
-                    assert_eq!(get_status(addr, &format!("/hook_panics/{t}/1")).await, 500);
-                    // The data was committed before the hook ran.
-                    assert_eq!(fx.committed().await, [1]);
-                    assert_eq!(get_status(addr, &format!("/ok/{t}/2")).await, 200);
+                    let swallowed = get_reply(addr, &format!("/swallowed/{t}/1")).await;
+                    assert_eq!(swallowed, text_500(ROLLED_BACK));
+                    assert_no_database_text(&swallowed, t);
+                    let panicked = get_reply(addr, &format!("/panic/{t}/2")).await;
+                    assert_eq!(panicked, text_500(PANICKED));
+                    assert_eq!(get_reply(addr, "/panic_idle").await, text_500(PANICKED));
+                    let late = get_reply(addr, &format!("/opted_out_late/{t}/3")).await;
+                    assert_eq!(late, text_500(OPT_OUT_FAILED));
+                    let unknown = get_reply(addr, &format!("/opt_out_unknown/{t}/5")).await;
+                    assert_eq!(unknown, text_500(OPT_OUT_FAILED));
+                    assert_eq!(fx.committed().await, Vec::<i64>::new());
+                    // The handler's own error responses pass as they are.
+                    let own = get_reply(addr, &format!("/status/500/{t}/6")).await;
+                    assert_eq!((own.status, own.body.as_str()), (500, ""));
+                });
+            }
+
+            #[test]
+            fn rule_8_3_json_and_empty_error_bodies() {
+                common::run(B, |fx: Fx| async move {
+                    let t = &fx.table;
+                    let json = AtomicRequestsLayer::new().error_body(ErrorBody::Json);
+                    let addr = serve_with(B.alias(), Form::AroundRouter, json).await;
+                    let reply = get_reply(addr, &format!("/swallowed/{t}/1")).await;
+                    assert_eq!(
+                        reply,
+                        Reply {
+                            status: 500,
+                            content_type: Some("application/json".into()),
+                            body: format!(r#"{{"error":"rolled_back","message":"{ROLLED_BACK}"}}"#),
+                        }
+                    );
+                    assert_no_database_text(&reply, t);
+                    let reply = get_reply(addr, &format!("/panic/{t}/2")).await;
+                    assert_eq!(
+                        reply.body,
+                        format!(r#"{{"error":"panicked","message":"{PANICKED}"}}"#)
+                    );
+                    let empty = AtomicRequestsLayer::new().error_body(ErrorBody::Empty);
+                    let addr = serve_with(B.alias(), Form::PerRoute, empty).await;
+                    let reply = get_reply(addr, &format!("/swallowed/{t}/3")).await;
+                    assert_eq!(
+                        reply,
+                        Reply {
+                            status: 500,
+                            content_type: None,
+                            body: String::new(),
+                        }
+                    );
+                    assert_eq!(fx.committed().await, Vec::<i64>::new());
+                });
+            }
+
+            #[test]
+            fn rule_8_3_a_failed_commit_is_a_500_that_says_so_without_hooks() {
+                // InnoDB checks foreign keys at once: no constraint makes a MariaDB COMMIT
+                // fail, so this case runs on SQLite and PostgreSQL.
+                if B.kind() == Backend::MySql {
+                    return;
+                }
+                common::run(B, |fx: Fx| async move {
+                    let tables = fx.deferred_fk().await;
+                    let c = tables.1.clone();
+                    let addr = serve(B.alias()).await;
+                    let reply = get_reply(addr, &format!("/deferred/{c}")).await;
+                    assert_eq!(reply, text_500(COMMIT_FAILED));
+                    assert_no_database_text(&reply, &c);
+                    assert!(hooks_of(&c).is_empty());
+                    fx.drop_deferred(tables).await;
+                });
+            }
+
+            #[test]
+            fn rule_8_5_a_route_layer_opts_out_before_extractors_run() {
+                common::run(B, |fx: Fx| async move {
+                    let a = B.alias();
+                    let t = &fx.table;
+                    for form in [Form::PerRoute, Form::AroundRouter] {
+                        let addr = serve_as(a, form).await;
+                        // In the request transaction, the extractor's write is rolled back
+                        // with the handler's 500.
+                        assert_eq!(get_status(addr, &format!("/login/{a}/{t}/1")).await, 500);
+                        assert_eq!(fx.committed().await, Vec::<i64>::new());
+                        // Opted out on the route, it commits on its own although the handler
+                        // then fails.
+                        let reply = get_reply(addr, &format!("/login_route/{a}/{t}/2")).await;
+                        assert_eq!((reply.status, reply.body.as_str()), (500, ""));
+                        assert_eq!(fx.committed().await, [2]);
+                        fx.raw(&format!("DELETE FROM {t}")).await;
+                        // An unknown alias opts out of nothing: the layer's 500, rolled back.
+                        let reply = get_reply(addr, &format!("/login_unknown/{a}/{t}/3")).await;
+                        assert_eq!(reply, text_500(OPT_OUT_FAILED));
+                        assert_eq!(fx.committed().await, Vec::<i64>::new());
+                    }
+                    // `#[non_atomic_requests]` works as before beside it.
+                    let addr = serve(a).await;
+                    assert_eq!(get_status(addr, &format!("/opted_out/{t}/10")).await, 500);
+                    assert_eq!(fx.committed().await, [10, 11]);
+                });
+            }
+
+            #[test]
+            fn rule_8_5_path_rules_opt_out_before_extractors_run() {
+                common::run(B, |fx: Fx| async move {
+                    let a = B.alias();
+                    let t = &fx.table;
+                    // A prefix rule, around the router and on each route.
+                    for form in [Form::AroundRouter, Form::PerRoute] {
+                        let layer = AtomicRequestsLayer::new().non_atomic_paths(["/login/*"], a);
+                        let addr = serve_with(a, form, layer).await;
+                        assert_eq!(get_status(addr, &format!("/login/{a}/{t}/1")).await, 500);
+                        assert_eq!(fx.committed().await, [1]);
+                        // Other paths keep their request transaction.
+                        assert_eq!(get_status(addr, &format!("/status/500/{t}/2")).await, 500);
+                        assert_eq!(fx.committed().await, [1]);
+                        fx.raw(&format!("DELETE FROM {t}")).await;
+                    }
+                    // An exact rule matches its path only.
+                    let exact = AtomicRequestsLayer::new()
+                        .non_atomic_paths([format!("/login/{a}/{t}/3")], [a]);
+                    let addr = serve_with(a, Form::AroundRouter, exact).await;
+                    assert_eq!(get_status(addr, &format!("/login/{a}/{t}/3")).await, 500);
+                    assert_eq!(get_status(addr, &format!("/login/{a}/{t}/33")).await, 500);
+                    assert_eq!(fx.committed().await, [3]);
+                    // A rule naming an unknown alias opts out of nothing: a 500, rolled back.
+                    let unknown = AtomicRequestsLayer::new()
+                        .non_atomic_paths(["/ok/*"], ["no_such_alias", a]);
+                    let addr = serve_with(a, Form::AroundRouter, unknown).await;
+                    let reply = get_reply(addr, &format!("/ok/{t}/4")).await;
+                    assert_eq!(reply, text_500(OPT_OUT_FAILED));
+                    assert_eq!(fx.committed().await, [3]);
+                    assert!(hooks_of(t).is_empty());
                 });
             }
 
@@ -658,6 +1073,75 @@ fn rule_8_4_mixed_aliases_commit_together_and_a_failed_commit_rolls_the_other_ba
         pg.drop_deferred(tables).await;
         sq.drop_table().await;
     });
+}
+
+/// Two aliases in one request (SQLite outermost, then `server`): a hook failing on the server's
+/// alias, which commits first, stops neither SQLite's COMMIT nor its hooks, nor the server's
+/// later hooks; under `HookFailure::ServerError` it is a 500 and SQLite, not yet committed, rolls
+/// back.
+fn hook_failure_on_one_alias_of_two(server: Backend) {
+    common::run(server, move |srv: Fx| async move {
+        let sq = Fx::new(Backend::Sqlite).await;
+        let alias = server.alias();
+        let (sq_t, srv_t) = (sq.table.clone(), srv.table.clone());
+        let routes = Router::new().route(
+            "/{v}",
+            get(move |Path(v): Path<i64>| {
+                let (sq_t, srv_t) = (sq_t.clone(), srv_t.clone());
+                async move {
+                    insert("sqlite", &sq_t, v).await.unwrap();
+                    hook("sqlite", format!("{sq_t}:{v}")).await;
+                    insert(alias, &srv_t, v).await.unwrap();
+                    failing_hooks(alias, &srv_t).await;
+                    "ok"
+                }
+            }),
+        );
+        let keep = routes.clone().layer(AtomicRequestsLayer::new());
+        let fail =
+            routes.layer(AtomicRequestsLayer::new().on_hook_failure(HookFailure::ServerError));
+        let mut addrs = Vec::new();
+        for app in [keep, fail] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addrs.push(listener.local_addr().unwrap());
+            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        }
+
+        let reply = get_reply(addrs[0], "/1").await;
+        assert_eq!((reply.status, reply.body.as_str()), (200, "ok"));
+        assert_eq!(
+            (sq.committed().await, srv.committed().await),
+            (vec![1], vec![1])
+        );
+        assert_eq!(hooks_of(&sq.table), [format!("{}:1", sq.table)]);
+        assert_eq!(
+            hooks_of(&srv.table),
+            [format!("{}:a", srv.table), format!("{}:b", srv.table)]
+        );
+
+        let reply = get_reply(addrs[1], "/2").await;
+        assert_eq!(reply, text_500(HOOK_FAILED));
+        // The server's alias committed before its hook failed; SQLite rolled back.
+        assert_eq!(
+            (sq.committed().await, srv.committed().await),
+            (vec![1], vec![1, 2])
+        );
+        assert_eq!(hooks_of(&sq.table).len(), 1);
+        assert_eq!(hooks_of(&srv.table).len(), 3);
+        sq.assert_pool_clean("sqlite").await;
+        srv.assert_pool_clean(alias).await;
+        sq.drop_table().await;
+    });
+}
+
+#[test]
+fn rule_8_4_a_failing_hook_on_postgres_spares_sqlite() {
+    hook_failure_on_one_alias_of_two(Backend::Postgres);
+}
+
+#[test]
+fn rule_8_4_a_failing_hook_on_mariadb_spares_sqlite() {
+    hook_failure_on_one_alias_of_two(Backend::MySql);
 }
 
 /// Requests served one after another on one thread reuse the request context (it is recycled

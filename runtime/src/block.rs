@@ -15,9 +15,10 @@ use crate::context::Context;
 use crate::error::{Error, ErrorKind};
 use crate::exit::Ended;
 use crate::frame::Frame;
+use crate::hook::Hook;
 use crate::options::{Isolation, LockMode, Retry};
 use crate::registry::lookup;
-use crate::state::{BlockOpts, Outcome};
+use crate::state::{BlockOpts, ExitPlan, Outcome};
 
 /// A result type an atomic block may return: `Result<T, E>` with `E: From<sqlx_atomic::Error>`.
 #[diagnostic::on_unimplemented(
@@ -450,6 +451,42 @@ fn random() -> u64 {
 /// Leaves block `id` after its body finished (`body_ok`: with `Ok`): sends what the exit owes,
 /// gives the connection back when the transaction ended and runs the committed hooks.
 pub(crate) async fn end_block(actx: &Arc<AliasCtx>, id: u64, depth: usize, body_ok: bool) -> Ended {
+    match plan_exit(actx, id, depth, body_ok) {
+        Ok(plan) => crate::exit::execute(actx, plan, body_ok).await,
+        Err(ended) => ended,
+    }
+}
+
+/// Leaves a request's block (docs/semantics.md §8.3) as [`end_block`] leaves an outermost block,
+/// except for the hooks: those of a transaction that committed are handed back, not run, so that
+/// the request layer runs them under its own rule for failures. A transaction that did not
+/// commit hands back none.
+#[cfg(feature = "tower")]
+pub(crate) async fn end_request_block(actx: &Arc<AliasCtx>, id: u64) -> (Ended, Vec<Hook>) {
+    let mut plan = match plan_exit(actx, id, 1, true) {
+        Ok(plan) => plan,
+        Err(ended) => return (ended, Vec::new()),
+    };
+    let hooks = std::mem::take(&mut plan.hooks);
+    let commits = plan.commits;
+    let ended = crate::exit::execute(actx, plan, true).await;
+    // A committing plan has no error of its own: an error here is the COMMIT's (1.7, 5.5).
+    let hooks = if commits && ended.error.is_none() {
+        hooks
+    } else {
+        Vec::new()
+    };
+    (ended, hooks)
+}
+
+/// The plan of block `id`'s exit when it ends its transaction; otherwise the block is left here
+/// and its outcome is the `Err`.
+fn plan_exit(
+    actx: &Arc<AliasCtx>,
+    id: u64,
+    depth: usize,
+    body_ok: bool,
+) -> Result<ExitPlan<Hook>, Ended> {
     let planned = actx.state().exit(
         id,
         if body_ok {
@@ -460,16 +497,16 @@ pub(crate) async fn end_block(actx: &Arc<AliasCtx>, id: u64, depth: usize, body_
     );
     let plan = match planned {
         Ok(p) => p,
-        Err(k) => return Ended::failed(actx.err(k)),
+        Err(k) => return Err(Ended::failed(actx.err(k))),
     };
     if !plan.ends_transaction {
         tracing::trace!(target: "sqlx_atomic", alias = %actx.name(), depth, ok = body_ok, "atomic block left");
-        return Ended {
+        return Err(Ended {
             error: plan.error.map(|k| actx.err(k)),
             conflict: None,
-        };
+        });
     }
-    crate::exit::execute(actx, plan, body_ok).await
+    Ok(plan)
 }
 
 /// The caller's result: a panic resumes, the body's `Err` wins over ours (1.5), and our error

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::alias::{AliasCtx, Slot};
+use crate::error::{Error, ErrorKind};
 use crate::record::Recorder;
 use crate::registry::AliasEntry;
 use crate::requests::blocks::RequestBlocks;
@@ -21,6 +22,16 @@ pub(crate) struct Context {
     pub(crate) recorder: Option<Recorder>,
     /// A request's context: its deferred outermost blocks (see the web layer).
     pub(crate) request: Option<RequestBlocks>,
+    /// A test's context: the aliases the test named; queries to the others are refused.
+    only: Option<TestAliases>,
+}
+
+/// The aliases a test runs in rolled-back transactions on.
+struct TestAliases {
+    /// Their registry indices.
+    indices: Box<[usize]>,
+    /// Their names, for the error.
+    names: Vec<String>,
 }
 
 impl Drop for Context {
@@ -42,6 +53,33 @@ impl Context {
         Self::with(false, Some(request))
     }
 
+    /// The context of a test that runs on the aliases `entries` only.
+    #[cfg(feature = "testing")]
+    pub(crate) fn for_test(entries: &[&'static Arc<AliasEntry>]) -> Arc<Self> {
+        let mut ctx = Self::with(false, None);
+        Arc::get_mut(&mut ctx).expect("a new context").only = Some(TestAliases {
+            indices: entries.iter().map(|e| e.index).collect(),
+            names: entries.iter().map(|e| e.name.to_string()).collect(),
+        });
+        ctx
+    }
+
+    /// The error for a query on `entry`'s alias, when the context is a test's that did not name
+    /// it (docs/semantics.md §10.3).
+    #[inline]
+    pub(crate) fn refuses(&self, entry: &AliasEntry) -> Option<Error> {
+        let only = self.only.as_ref()?;
+        if only.indices.contains(&entry.index) {
+            return None;
+        }
+        Some(Error::at(
+            &entry.name,
+            ErrorKind::NotAllowedInTest {
+                allowed: only.names.clone(),
+            },
+        ))
+    }
+
     fn with(record: bool, request: Option<RequestBlocks>) -> Arc<Self> {
         Arc::new(Context {
             aliases: (0..crate::registry::registry().map_or(0, |r| r.entries.len()))
@@ -52,7 +90,17 @@ impl Context {
             next_block: AtomicU64::new(request.as_ref().map_or(0, RequestBlocks::count) + 1),
             recorder: record.then(Recorder::default),
             request,
+            only: None,
         })
+    }
+
+    /// Whether the task runs inside a test helper's always-rolled-back transaction on some alias
+    /// (10.1): a request sent from it runs inside that transaction (10.3).
+    #[cfg(feature = "tower")]
+    pub(crate) fn in_test(&self) -> bool {
+        let in_test = |a: &Arc<AliasCtx>| a.state().in_test();
+        self.aliases.iter().filter_map(OnceLock::get).any(in_test)
+            || lock(&self.late).iter().flatten().any(in_test)
     }
 
     /// The id of the request's deferred block on alias `index`, if any.

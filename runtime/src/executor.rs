@@ -51,9 +51,14 @@ async fn target<DB: Backend>(
     })?;
     // The alias's context and the innermost block of this alias the query runs in (fixed for
     // the frame), read without cloning the frame.
-    let current =
-        Frame::with_current(|frame| (frame.ctx().alias(entry), frame.innermost(entry.index)));
-    let Some((actx, innermost)) = current else {
+    let current = Frame::with_current(|frame| {
+        let ctx = frame.ctx();
+        if let Some(refused) = ctx.refuses(entry) {
+            return Err(refused);
+        }
+        Ok((ctx.alias(entry), frame.innermost(entry.index)))
+    });
+    let Some(current) = current else {
         if !entry.db.autocommit {
             return Err(Error::at(
                 &entry.name,
@@ -62,6 +67,7 @@ async fn target<DB: Backend>(
         }
         return Ok((Target::Pool(pool.clone()), None));
     };
+    let (actx, innermost) = current?;
     {
         let st = actx.state();
         if !st.in_block() && st.autocommit() && !st.in_transaction() {

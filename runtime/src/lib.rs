@@ -33,7 +33,10 @@ mod registry;
 mod replica;
 mod replica_set;
 mod requests;
+#[cfg(feature = "testing")]
+mod restore;
 mod routing;
+mod spawn;
 mod state;
 mod sync;
 #[cfg(feature = "testing")]
@@ -64,13 +67,17 @@ pub use position::{CommitPosition, InvalidPosition, ReadAt, read_at};
 pub use record::RecordedStatement;
 pub use registry::{Databases, check_databases, installed_aliases, is_installed, pool};
 pub use replica::commit_position;
+pub use spawn::spawn_on_commit;
 pub use transaction::{
     Alias, SavepointId, Scope, clean_savepoints, commit, get_autocommit, get_rollback, rollback,
     savepoint, savepoint_commit, savepoint_rollback, scope, set_autocommit, set_rollback, using,
 };
 
 #[cfg(feature = "tower")]
-pub use requests::{AtomicRequests, AtomicRequestsFuture, AtomicRequestsLayer};
+pub use requests::{
+    AliasNames, AtomicRequests, AtomicRequestsFuture, AtomicRequestsLayer, ErrorBody, HookFailure,
+    NonAtomicRequests, NonAtomicRequestsLayer,
+};
 
 #[doc(hidden)]
 pub mod __private {

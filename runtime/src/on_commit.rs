@@ -217,6 +217,38 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "non-string panic payload".to_owned())
 }
 
+/// How a hook that did not succeed failed: its error, or its panic.
+enum HookFailed {
+    Error(crate::error::BoxError),
+    Panic(Box<dyn std::any::Any + Send>),
+}
+
+/// Calls a hook's body (sync or async), catching its panic.
+async fn call_hook(body: Box<dyn crate::hook::Body>) -> Result<(), HookFailed> {
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| body.call())) {
+        Ok(Ran::Done(result)) => Ok(result),
+        Ok(Ran::Future(future)) => AssertUnwindSafe(future).catch_unwind().await,
+        Err(panic) => Err(panic),
+    };
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(HookFailed::Error(e)),
+        Err(panic) => Err(HookFailed::Panic(panic)),
+    }
+}
+
+/// Logs a robust hook's failure (the next hook runs).
+fn robust_failed(alias: &str, name: &str, failure: &HookFailed) {
+    match failure {
+        HookFailed::Error(e) => {
+            tracing::error!(target: "sqlx_atomic", alias, hook = name, error = %e, "robust on_commit hook failed")
+        }
+        HookFailed::Panic(p) => {
+            tracing::error!(target: "sqlx_atomic", alias, hook = name, panic = %panic_message(&**p), "robust on_commit hook panicked")
+        }
+    }
+}
+
 /// Runs committed hooks in order (5.6, 5.7). A failing hook that is not robust stops the rest,
 /// which are dropped and logged; its panic is resumed after that.
 pub(crate) async fn run_hooks(alias: &str, hooks: Vec<Hook>) -> Result<(), Error> {
@@ -229,25 +261,11 @@ pub(crate) async fn run_hooks(alias: &str, hooks: Vec<Hook>) -> Result<(), Error
         let robust = options.as_ref().is_some_and(|o| o.robust);
         let name = name.unwrap_or("<unnamed>");
         tracing::debug!(target: "sqlx_atomic", alias, hook = name, index = i, "running on_commit hook");
-        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| body.call())) {
-            Ok(Ran::Done(result)) => Ok(result),
-            Ok(Ran::Future(future)) => AssertUnwindSafe(future).catch_unwind().await,
-            Err(panic) => Err(panic),
-        };
-        let failure = match outcome {
-            Ok(Ok(())) => continue,
-            Ok(Err(e)) => Err(e),
-            Err(panic) => Ok(panic),
+        let Err(failure) = call_hook(body).await else {
+            continue;
         };
         if robust {
-            match &failure {
-                Err(e) => {
-                    tracing::error!(target: "sqlx_atomic", alias, hook = name, error = %e, "robust on_commit hook failed")
-                }
-                Ok(p) => {
-                    tracing::error!(target: "sqlx_atomic", alias, hook = name, panic = %panic_message(&**p), "robust on_commit hook panicked")
-                }
-            }
+            robust_failed(alias, name, &failure);
             continue;
         }
         let dropped = total - i - 1;
@@ -257,11 +275,57 @@ pub(crate) async fn run_hooks(alias: &str, hooks: Vec<Hook>) -> Result<(), Error
         drop(iter);
         let name = options.and_then(|o| o.name).map(Cow::into_owned);
         return match failure {
-            Err(source) => Err(Error::named(alias, ErrorKind::Hook { name, source })),
-            Ok(panic) => std::panic::resume_unwind(panic),
+            HookFailed::Error(source) => Err(Error::named(alias, ErrorKind::Hook { name, source })),
+            HookFailed::Panic(panic) => std::panic::resume_unwind(panic),
         };
     }
     Ok(())
+}
+
+/// Runs the hooks of a request's COMMIT (docs/semantics.md §8.3), in order. No failure escapes:
+/// a hook's error or panic is logged at ERROR with the alias and the hook's name, and the call
+/// says whether a hook that is not robust failed. `keep_going`: the hooks after a failed one
+/// still run; otherwise they are dropped and logged, as after a block's COMMIT (5.7).
+#[cfg(feature = "tower")]
+pub(crate) async fn run_request_hooks(alias: &str, hooks: Vec<Hook>, keep_going: bool) -> bool {
+    let total = hooks.len();
+    let mut failed = false;
+    for (i, Hook(mut body)) in hooks.into_iter().enumerate() {
+        let options = body.take_options();
+        let name = options.as_ref().and_then(|o| o.name.as_deref());
+        let robust = options.as_ref().is_some_and(|o| o.robust);
+        let name = name.unwrap_or("<unnamed>");
+        tracing::debug!(target: "sqlx_atomic", alias, hook = name, index = i, "running on_commit hook");
+        let Err(failure) = call_hook(body).await else {
+            continue;
+        };
+        if robust {
+            robust_failed(alias, name, &failure);
+            continue;
+        }
+        failed = true;
+        let then = if keep_going {
+            "the request committed and its response stands"
+        } else {
+            "the request committed; answering 500"
+        };
+        match &failure {
+            HookFailed::Error(e) => {
+                tracing::error!(target: "sqlx_atomic", alias, hook = name, error = %e, "on_commit hook failed after the request's COMMIT: {then}")
+            }
+            HookFailed::Panic(p) => {
+                tracing::error!(target: "sqlx_atomic", alias, hook = name, panic = %panic_message(&**p), "on_commit hook panicked after the request's COMMIT: {then}")
+            }
+        }
+        if !keep_going {
+            let dropped = total - i - 1;
+            if dropped > 0 {
+                tracing::error!(target: "sqlx_atomic", alias, hook = name, dropped, "the remaining on_commit hooks of this commit are dropped");
+            }
+            break;
+        }
+    }
+    failed
 }
 
 #[cfg(test)]

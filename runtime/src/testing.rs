@@ -61,6 +61,8 @@
 //! installing them from the body is too late, as the transactions look up their aliases before
 //! the body runs. See the attribute's documentation for the details.
 
+pub use crate::restore::*;
+
 use crate::block::Atomic;
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
@@ -213,6 +215,29 @@ pub fn __prepare(aliases: &[&str]) {
 /// other connections or left behind.
 ///
 /// The body may return anything; a panic is propagated after the rollback.
+///
+/// Started outside any block (as `#[sqlx_atomic::test]` does), the body runs on `aliases` only:
+/// a query through the ambient handle to any other alias is refused with
+/// [`ErrorKind::NotAllowedInTest`] before anything is sent, as it would write for real
+/// (docs/semantics.md §10.3). A request sent through `AtomicRequestsLayer` from the body (the app
+/// called in-process, with `tower::ServiceExt::oneshot`) runs inside these transactions: its
+/// request blocks are savepoints (§10.4).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sqlx_atomic::Error> {
+/// use sqlx_atomic::{Database, Databases, ErrorKind, sqlite, testing};
+/// Databases::new()
+///     .add("default", Database::connect_lazy("sqlite::memory:")?)
+///     .add("other", Database::connect_lazy("sqlite::memory:")?)
+///     .install()?;
+/// testing::rollback_after(["default"], async {
+///     let refused = sqlx::query("SELECT 1").execute(&sqlite("other")).await.unwrap_err();
+///     let refused = sqlx_atomic::Error::from(refused);
+///     assert!(matches!(refused.kind(), ErrorKind::NotAllowedInTest { .. }), "{refused}");
+/// })
+/// .await;
+/// # Ok(()) }
+/// ```
 pub async fn rollback_after<I, S, F>(aliases: I, body: F) -> F::Output
 where
     I: IntoIterator<Item = S>,
@@ -220,6 +245,22 @@ where
     F: Future,
 {
     let aliases: Vec<Cow<'static, str>> = aliases.into_iter().map(Into::into).collect();
+    if Frame::is_set() {
+        nest(aliases, body).await
+    } else {
+        // The test's own context, which refuses queries to the aliases it did not name (an
+        // unknown alias fails in `nest`, with its name).
+        let entries: Vec<_> = aliases.iter().filter_map(|a| lookup(a).ok()).collect();
+        Frame::root(Context::for_test(&entries))
+            .scope(nest(aliases, body))
+            .await
+    }
+}
+
+/// [`rollback_after`] without restricting the aliases: for [`capture_on_commit`], whose body may
+/// use other aliases as it would outside the helper.
+async fn rollback_after_on<F: Future>(alias: &'static str, body: F) -> F::Output {
+    let aliases = vec![Cow::Borrowed(alias)];
     if Frame::is_set() {
         nest(aliases, body).await
     } else {
@@ -314,7 +355,7 @@ pub async fn capture_on_commit<F: Future>(
     if in_block {
         capture_in_block(alias, execute, body).await
     } else {
-        rollback_after([alias], capture_in_block(alias, execute, body)).await
+        rollback_after_on(alias, capture_in_block(alias, execute, body)).await
     }
 }
 

@@ -441,31 +441,53 @@ impl<H> TxState<H> {
         Ok(plan)
     }
 
-    /// Takes the outermost block `id` away, as if it had never been entered, so the task runs in
-    /// autocommit (a handler opting out of its per-request block, 8.2). Only possible while
-    /// it is the only block and nothing was sent or registered in it.
+    /// Takes the request block `id` away, as if it had never been entered (a handler opting out
+    /// of its per-request block, 8.2): the task runs in autocommit, or, for a request sent from
+    /// inside a test's transaction (10.3), in that transaction without the request's savepoint.
+    /// Only possible while nothing was sent or registered in the block.
     pub(crate) fn opt_out(&mut self, id: u64) -> Result<(), ErrorKind> {
         self.opt_out_check(id)?;
-        self.blocks.pop();
-        self.end_transaction();
+        let block = self.blocks.pop().expect("checked above");
+        if self.blocks.is_empty() {
+            self.end_transaction();
+        } else if block.savepoint.is_some() {
+            // Still owed (checked above): it is never sent.
+            self.owed_sps.pop();
+        }
         self.opted_out = Some(id);
         Ok(())
     }
 
     /// Whether [`opt_out`](Self::opt_out) would succeed.
     pub(crate) fn opt_out_check(&self, id: u64) -> Result<(), ErrorKind> {
-        if self.blocks.len() != 1 || self.top_block() != Some(id) {
+        let in_test = self.blocks.len() == 2 && self.blocks[0].kind == BlockKind::Test;
+        if !(self.blocks.len() == 1 || in_test) || self.top_block() != Some(id) {
             return Err(ErrorKind::OptOut(
                 "another atomic block is open around the handler",
             ));
         }
-        if self.server.begun() || !self.hooks.is_empty() {
+        let used = if in_test {
+            let block = &self.blocks[1];
+            let owed =
+                block.savepoint.is_some() && self.owed_sps.last() == block.savepoint.as_ref();
+            !owed || self.hooks.len() != block.hooks_mark
+        } else {
+            self.server.begun() || !self.hooks.is_empty()
+        };
+        if used {
             return Err(ErrorKind::OptOut(
                 "the request transaction already sent statements or registered hooks before the \
                  handler ran (a middleware or an extractor used the database)",
             ));
         }
         Ok(())
+    }
+
+    /// Whether the outermost block is a test helper's always-rolled-back one (10.1).
+    pub(crate) fn in_test(&self) -> bool {
+        self.blocks
+            .first()
+            .is_some_and(|b| b.kind == BlockKind::Test)
     }
 }
 
