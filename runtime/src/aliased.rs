@@ -136,7 +136,10 @@ fn wrapper(db: &dyn DatabaseError) -> Option<&AliasedDatabaseError> {
 /// Adds `alias` to a database error; any other error is returned as it is.
 pub(crate) fn with_alias(e: sqlx::Error, alias: &str) -> sqlx::Error {
     match e {
-        sqlx::Error::Database(db) if wrapper(&*db).is_none() => {
+        // The library's own errors name their alias already.
+        sqlx::Error::Database(db)
+            if wrapper(&*db).is_none() && crate::Error::downcast_ref_db(&*db).is_none() =>
+        {
             sqlx::Error::Database(Box::new(AliasedDatabaseError {
                 alias: Arc::from(alias),
                 inner: db,

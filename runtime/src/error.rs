@@ -129,6 +129,14 @@ pub enum ErrorKind {
         /// when the server answers and every connection of the pool was in use.
         cause: Option<String>,
     },
+    /// [`pool`](crate::pool) was called by a task that holds a connection of the alias (in an
+    /// atomic block, after its first query) while the pool has no idle connection and is at its
+    /// maximum size: a query through the pool would wait for a second connection that only
+    /// another task can give back, and when every task does the same, none ever does.
+    PoolHeldByTask {
+        /// The pool's `max_connections`.
+        max_connections: u32,
+    },
     /// A nested block's transaction option differs from the outermost block's: options belong
     /// to the transaction, so a nested block must repeat them or leave them out.
     OptionMismatch(&'static str),
@@ -140,6 +148,13 @@ pub enum ErrorKind {
         statement: &'static str,
         /// What to use instead.
         instead: &'static str,
+    },
+    /// A query to an alias the running test did not name (`#[sqlx_atomic::test(using = ..)]`,
+    /// `testing::rollback_after`): it would have written for real, outside the test's
+    /// transactions (docs/semantics.md §10.3).
+    NotAllowedInTest {
+        /// The aliases the test named.
+        allowed: Vec<String>,
     },
     /// An on_commit hook failed (§5.7). The transaction had been committed.
     Hook {
@@ -192,15 +207,62 @@ impl Error {
     }
 
     /// Turns this error into an `sqlx::Error`: the sqlx error itself (a database error keeps the
-    /// alias, see [`AliasedDatabaseError`](crate::AliasedDatabaseError)), or ours wrapped in
-    /// `sqlx::Error::Configuration` (recovered by `From<sqlx::Error> for Error`).
+    /// alias, see [`AliasedDatabaseError`](crate::AliasedDatabaseError)), or, for the library's
+    /// own error, an `sqlx::Error::Database` that carries it (see [`Error::downcast_ref`]),
+    /// recovered by `From<sqlx::Error> for Error`.
     pub fn into_sqlx(self) -> sqlx::Error {
-        let Inner { alias, kind } = *self.0;
-        match (kind, alias) {
-            (ErrorKind::Sqlx(e), Some(alias)) => crate::aliased::with_alias(e, &alias),
-            (ErrorKind::Sqlx(e), None) => e,
-            (kind, alias) => sqlx::Error::Configuration(Box::new(Error::make(alias, kind))),
+        match self.0.kind {
+            ErrorKind::Sqlx(_) => {
+                let Inner { alias, kind } = *self.0;
+                let ErrorKind::Sqlx(e) = kind else {
+                    unreachable!("matched above")
+                };
+                match alias {
+                    Some(alias) => crate::aliased::with_alias(e, &alias),
+                    None => e,
+                }
+            }
+            _ => sqlx::Error::Database(Box::new(Carried::new(self))),
         }
+    }
+
+    /// The library's error inside an `sqlx::Error`, which is how it reaches code that speaks
+    /// `sqlx::Error` (the ambient handle is an `sqlx::Executor`; an atomic function may return
+    /// `Result<T, sqlx::Error>`). `None` for any other error.
+    ///
+    /// sqlx 0.9 has one variant that carries an error of any type and shows its message,
+    /// `sqlx::Error::Database`, so the library's error travels in it: the `sqlx::Error` displays
+    /// as `error returned from database: ` followed by this error's message (never
+    /// `error with configuration`), its `DatabaseError::message()` is the message alone, its
+    /// `kind()` is `Other` and its `code()` is `None` (the library refused, not the server; this
+    /// error's [`code`](Error::code) gives the code of a server error behind it). `Error::from`
+    /// takes it back out by value.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sqlx_atomic::Error> {
+    /// # sqlx_atomic::Databases::new().add("default", sqlx_atomic::Database::connect_lazy("sqlite::memory:")?).install()?;
+    /// use sqlx_atomic::{Error, ErrorKind};
+    /// // A PostgreSQL handle on a SQLite alias: the library refuses the query.
+    /// let err: sqlx::Error = sqlx::query("SELECT 1")
+    ///     .execute(sqlx_atomic::postgres("default"))
+    ///     .await
+    ///     .unwrap_err();
+    /// let ours = Error::downcast_ref(&err).expect("the library's error");
+    /// assert!(matches!(ours.kind(), ErrorKind::WrongBackend { .. }));
+    /// assert!(!err.to_string().contains("configuration"), "{err}");
+    /// assert_eq!(Error::from(err).alias(), Some("default"));
+    /// # Ok(()) }
+    /// ```
+    pub fn downcast_ref(e: &sqlx::Error) -> Option<&Error> {
+        match e {
+            sqlx::Error::Database(db) => Error::downcast_ref_db(&**db),
+            _ => None,
+        }
+    }
+
+    /// The library's error carried by a database error, if it is one.
+    pub(crate) fn downcast_ref_db(db: &dyn sqlx::error::DatabaseError) -> Option<&Error> {
+        db.try_downcast_ref::<Carried>().map(|c| &c.error)
     }
 
     /// The first error that doomed a block that was rolled back, when this error reports one
@@ -279,10 +341,13 @@ impl From<sqlx::Error> for Error {
     /// database error ([`AliasedDatabaseError`](crate::AliasedDatabaseError)).
     fn from(e: sqlx::Error) -> Self {
         match e {
-            sqlx::Error::Configuration(inner) => match inner.downcast::<Error>() {
-                Ok(ours) => *ours,
-                Err(other) => Error::make(None, ErrorKind::Sqlx(sqlx::Error::Configuration(other))),
-            },
+            sqlx::Error::Database(db) if db.try_downcast_ref::<Carried>().is_some() => {
+                match db.try_downcast::<Carried>() {
+                    Ok(carried) => carried.error,
+                    // Unreachable (the type was just checked), and still an error, never a panic.
+                    Err(other) => Error::make(None, ErrorKind::Sqlx(sqlx::Error::Database(other))),
+                }
+            }
             e => {
                 let (e, alias) = crate::aliased::split(e);
                 Error::make(alias, ErrorKind::Sqlx(e))
@@ -292,8 +357,9 @@ impl From<sqlx::Error> for Error {
 }
 
 /// Lets a function that returns `Result<T, sqlx::Error>`, the most common signature in sqlx
-/// code, be an atomic block, and use `?` on the library's errors. The library's own error travels
-/// inside `sqlx::Error::Configuration` and comes back out with `Error::from`.
+/// code, be an atomic block, and use `?` on the library's errors. An sqlx error comes out as it
+/// went in; the library's own error travels in `sqlx::Error::Database` (see
+/// [`Error::downcast_ref`]) and comes back out with `Error::from`.
 ///
 /// ```
 /// let ours = sqlx_atomic::Error::from(sqlx::Error::RowNotFound);
@@ -416,6 +482,15 @@ impl fmt::Display for ErrorKind {
                 f,
                 "no connection could be taken from the pool in time: a new connection fails: {cause}"
             ),
+            ErrorKind::PoolHeldByTask { max_connections } => write!(
+                f,
+                "`pool()` was called while this task holds one of the alias's connections (in an \
+                 atomic block) and all {max_connections} connections of the pool are in use: a \
+                 query through the pool would wait for a second connection while holding the \
+                 first, which deadlocks once every task does the same; query through the \
+                 ambient handle inside the block, take the pool's connection before entering the \
+                 block, or give the pool more connections than the tasks that hold one at once"
+            ),
             ErrorKind::PoolTimedOut { cause: None } => f.write_str(
                 "no connection could be taken from the pool in time: every connection was in use \
                  (a larger pool, or shorter transactions; a task that holds one while it waits for \
@@ -425,6 +500,14 @@ impl fmt::Display for ErrorKind {
                 f,
                 "a nested block's `{option}` differs from its transaction's: options belong to the \
                  outermost block, so a nested block must repeat them or leave them out"
+            ),
+            ErrorKind::NotAllowedInTest { allowed } => write!(
+                f,
+                "queries to this alias are not allowed in this test, which runs in rolled-back \
+                 transactions on {} only, so the query would have written for real; add the alias \
+                 to the test's aliases (`#[sqlx_atomic::test(using = [..])]`, \
+                 `testing::rollback_after([..], ..)`)",
+                allowed.join(", ")
             ),
             ErrorKind::SessionState { statement, instead } => write!(
                 f,
@@ -443,6 +526,12 @@ impl fmt::Display for ErrorKind {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0.alias {
+            // The configured aliases, and the closest one when the alias looks like a typo.
+            Some(a) if matches!(self.0.kind, ErrorKind::UnknownAlias) => write!(
+                f,
+                "database `{a}`: this alias is not configured{}",
+                crate::registry::unknown_alias_hint(a)
+            ),
             Some(a) => write!(f, "database `{a}`: {}", self.0.kind),
             None => write!(f, "{}", self.0.kind),
         }
@@ -470,5 +559,61 @@ impl std::error::Error for Error {
             ErrorKind::Hook { source, .. } => Some(&**source),
             _ => None,
         }
+    }
+}
+
+/// The library's error on its way through an `sqlx::Error` (see [`Error::downcast_ref`]).
+struct Carried {
+    error: Error,
+    /// The error's message, rendered once: `DatabaseError::message` returns a borrowed string.
+    message: String,
+}
+
+impl Carried {
+    fn new(error: Error) -> Self {
+        Carried {
+            message: error.to_string(),
+            error,
+        }
+    }
+}
+
+impl fmt::Display for Carried {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl fmt::Debug for Carried {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.error, f)
+    }
+}
+
+impl std::error::Error for Carried {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl sqlx::error::DatabaseError for Carried {
+    fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        sqlx::error::ErrorKind::Other
     }
 }

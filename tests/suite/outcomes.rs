@@ -26,6 +26,25 @@ t!(rule_11_1_an_ignored_error_fails_the_outermost_block, |fx| {
     assert!(fx.ran().is_empty(), "no hook for rolled-back work");
 });
 
+t!(rule_11_1_a_refused_query_is_the_librarys_error_inside_sqlx_error, |fx| {
+    let r = atomic()
+        .run(async {
+            assert!(bad(&fx).await.is_err());
+            // The doomed block refuses the next query; it reaches sqlx code as an `sqlx::Error`.
+            let refused: sqlx::Error = sqlx::query("SELECT 1").execute(db()).await.unwrap_err();
+            let text = refused.to_string();
+            assert!(!text.contains("configuration"), "{text}");
+            assert!(text.contains(&format!("database `{}`", B.alias())), "{text}");
+            let ours = Error::downcast_ref(&refused).expect("the library's error, by downcast");
+            assert!(matches!(ours.kind(), ErrorKind::Doomed), "{ours}");
+            assert_eq!(refused.as_database_error().map(|e| e.message()), Some(&*ours.to_string()));
+            assert!(matches!(Error::from(refused).kind(), ErrorKind::Doomed));
+            Ok::<_, Error>(())
+        })
+        .await;
+    assert!(matches!(r.unwrap_err().kind(), ErrorKind::RolledBack(_)));
+});
+
 t!(rule_11_5_a_statement_error_names_its_alias_and_keeps_the_servers_error, |fx| {
     use futures::TryStreamExt;
     let null = || AssertSqlSafe(format!("INSERT INTO {} (v) VALUES (NULL)", fx.table));

@@ -547,6 +547,68 @@ t!(rule_5_7_failing_hook_stops_the_rest_robust_does_not, |fx| {
     assert_eq!(fx.committed().await, [1], "the data stays committed");
 });
 
+t!(rule_5_9_spawn_on_commit_starts_its_task_after_the_commit_only, |fx| {
+    let count = || {
+        let table = fx.table.clone();
+        async move {
+            // A task of its own: no block, so the query reads what is committed.
+            sqlx::query_scalar::<_, i64>(AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                .fetch_one(db())
+                .await
+                .unwrap()
+        }
+    };
+    // Committed: the task starts after the COMMIT and sees the block's row.
+    let (tx, seen) = tokio::sync::oneshot::channel();
+    let counted = count();
+    atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            sqlx_atomic::spawn_on_commit(async move {
+                let _ = tx.send(counted.await);
+            })
+            .using(B.alias())
+            .await
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen.await.expect("the task ran"), 1);
+    // Rolled back: the task is dropped unstarted, and its sender with it.
+    let (tx, seen) = tokio::sync::oneshot::channel::<i64>();
+    let r = atomic()
+        .run(async {
+            ins(&fx, 2).await?;
+            sqlx_atomic::spawn_on_commit(async move {
+                let _ = tx.send(0);
+            })
+            .using(B.alias())
+            .await?;
+            Err::<(), _>(boom())
+        })
+        .await;
+    assert!(r.is_err());
+    assert!(seen.await.is_err(), "the task of a rolled-back block never starts");
+    // A plain tokio::spawn inside a block escapes it: the task's write commits although the
+    // block rolls back. (It is awaited after the block, as SQLite's writer waits for the
+    // block's lock.)
+    let table = fx.table.clone();
+    let mut escaped = None;
+    let r = atomic()
+        .run(async {
+            ins(&fx, 3).await?;
+            escaped = Some(tokio::spawn(async move {
+                sqlx::query(AssertSqlSafe(format!("INSERT INTO {table} (v) VALUES (4)")))
+                    .execute(db())
+                    .await
+            }));
+            Err::<(), _>(boom())
+        })
+        .await;
+    assert!(r.is_err());
+    escaped.unwrap().await.expect("the task ran").unwrap();
+    assert_eq!(fx.committed().await, [1, 4]);
+});
+
 t!(rule_5_8_hooks_of_aliases_are_independent, |fx| {
     sqlx_atomic::Atomic::new()
         .using("other")
