@@ -6,3 +6,6 @@ pub use sqlx_atomic_runtime::*;
 
 #[cfg(feature = "testing")]
 pub use sqlx_atomic_macros::test;
+
+#[doc = include_str!("../docs/django.md")]
+pub mod coming_from_django {}
