@@ -19,17 +19,30 @@ async fn handler() -> StatusCode {
     StatusCode::OK
 }
 
-/// The status of one `GET /` through `app`.
+/// The status of one `GET /` through `app`, after checking the body says why.
 async fn status<S>(app: &S) -> StatusCode
 where
     S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone,
 {
     let req = Request::get("/").body(Body::empty()).unwrap();
-    app.clone().oneshot(req).await.unwrap().status()
+    let response = app.clone().oneshot(req).await.unwrap();
+    let status = response.status();
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
+    let body = axum::body::to_bytes(response.into_body(), 1024)
+        .await
+        .unwrap();
+    assert_eq!(
+        &body[..],
+        b"the request was not handled: no databases are installed"
+    );
+    status
 }
 
 /// Without databases the layer cannot give a request its transactions: every request is answered
-/// with an empty 500 and the handler never runs, in both placements of the layer.
+/// with a 500 that says so, and the handler never runs, in both placements of the layer.
 #[tokio::test]
 async fn every_request_is_a_500_and_no_handler_runs() {
     assert!(!sqlx_atomic::is_installed());
