@@ -147,11 +147,18 @@ fn wrap_body(args: AtomicArgs, function: FnItem, return_type: &Type, anchor: Spa
         }
     });
 
+    // Without `retry`, the body's future owns the arguments: they are rebound as its locals, so
+    // that a borrow of one that outlives the body (a hook's) is reported where it is made.
+    let (sig, rebinds) = match args.retry {
+        None => emit::rebind_arguments(&sig),
+        Some(_) => (sig, TokenStream::new()),
+    };
     let mut tokens = quote!(#(#outer_attrs)* #vis #sig);
     brace.surround(&mut tokens, |tokens| {
         tokens.extend(quote! { #(#inner_attrs)* #assert_result });
         match args.retry {
             None => {
+                let body = quote!(#rebinds #body);
                 let run_future = emit::anchored_body(&sig, brace, body, Capture::Move);
                 tokens.extend(quote_spanned! {anchor=>
                     #builder

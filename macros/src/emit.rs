@@ -99,6 +99,78 @@ pub(crate) fn anchored_body(
     }
 }
 
+/// Statements that move the function's arguments into locals of the user's block, and the
+/// signature without the `mut` of the arguments they rebind (the locals carry it, with its span).
+///
+/// Why: the body runs in an `async move` block, so the arguments are that block's captures, not
+/// its locals. A closure that borrows one, such as a hook that must be `'static`, would borrow the
+/// block itself, a temporary of the macro's call, and rustc would report "temporary value dropped
+/// while borrowed" on the attribute. Rebound as the user's own locals, with the user's names and
+/// spans, they are reported as without the attribute: at the closure and the argument, "does not
+/// live long enough". An `async fn` does the same with its arguments.
+///
+/// A binding by reference (`ref x`) is rebound too: the local is the reference. `self` is left
+/// captured, since only a receiver can be named `self`: a closure that borrows a `self` taken by
+/// value is still reported on the attribute.
+pub(crate) fn rebind_arguments(sig: &Signature) -> (Signature, TokenStream) {
+    let mut sig = sig.clone();
+    let mut rebinds = TokenStream::new();
+    for input in &mut sig.inputs {
+        if let syn::FnArg::Typed(typed) = input {
+            rebind_pattern(&mut typed.pat, &mut rebinds);
+        }
+    }
+    (sig, rebinds)
+}
+
+/// Adds a rebinding for each binding by value in `pat`, moving its `mut` to the rebinding.
+fn rebind_pattern(pat: &mut syn::Pat, rebinds: &mut TokenStream) {
+    use syn::Pat;
+    match pat {
+        Pat::Ident(binding) => {
+            if let Some((_, sub)) = &mut binding.subpat {
+                rebind_pattern(sub, rebinds);
+            }
+            if binding.ident == "self" {
+                return;
+            }
+            let ident = &binding.ident;
+            // `ref mut x` binds a `&mut`, whose `mut` is not the binding's: it stays.
+            let mutability = match binding.by_ref {
+                Some(_) => None,
+                None => binding.mutability.take(),
+            };
+            // `let x = x;` is what clippy calls a redundant local, and what a restriction lint
+            // calls shadowing: here it is the point.
+            rebinds.extend(quote! {
+                #[allow(clippy::redundant_locals, clippy::shadow_same)]
+                let #mutability #ident = #ident;
+            });
+        }
+        Pat::Paren(paren) => rebind_pattern(&mut paren.pat, rebinds),
+        Pat::Reference(reference) => rebind_pattern(&mut reference.pat, rebinds),
+        Pat::Slice(slice) => slice
+            .elems
+            .iter_mut()
+            .for_each(|elem| rebind_pattern(elem, rebinds)),
+        Pat::Struct(strukt) => strukt
+            .fields
+            .iter_mut()
+            .for_each(|field| rebind_pattern(&mut field.pat, rebinds)),
+        Pat::Tuple(tuple) => tuple
+            .elems
+            .iter_mut()
+            .for_each(|elem| rebind_pattern(elem, rebinds)),
+        Pat::TupleStruct(tuple) => tuple
+            .elems
+            .iter_mut()
+            .for_each(|elem| rebind_pattern(elem, rebinds)),
+        Pat::Type(typed) => rebind_pattern(&mut typed.pat, rebinds),
+        // No binding (`_`, literals, ranges, `..`), or none that a parameter can hold.
+        _ => {}
+    }
+}
+
 /// The type the body is checked against: the declared return type, `()` when there is none,
 /// with `impl Trait` and a bare `!` left to inference.
 fn anchor_type(output: &ReturnType) -> TokenStream {

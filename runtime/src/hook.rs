@@ -152,7 +152,8 @@ impl std::fmt::Debug for Hook {
     }
 }
 
-/// What a hook may return: `()` or `Result<(), E>` for any error type.
+/// What a hook may return: `()` or `Result<(), E>` for any error type; or nothing at all, for a
+/// hook that only panics (its return type is then `!`).
 pub trait HookResult: Send + 'static {
     /// Converts into the hook's outcome.
     fn into_result(self) -> Result<(), BoxError>;
@@ -167,6 +168,30 @@ impl HookResult for () {
 impl<E: Into<BoxError> + Send + 'static> HookResult for Result<(), E> {
     fn into_result(self) -> Result<(), BoxError> {
         self.map_err(Into::into)
+    }
+}
+
+/// The never type `!`, named on stable Rust: `!` may be written only as a function's return type,
+/// and the return type of a function pointer can be read back through a trait. Public only so
+/// that the public impl below may name it; the module is private, so it is not exported.
+pub trait FnOutput {
+    /// The return type.
+    type Output;
+}
+
+impl<T> FnOutput for fn() -> T {
+    type Output = T;
+}
+
+/// `!`, the type of an expression that never finishes (a `panic!`).
+pub type Never = <fn() -> ! as FnOutput>::Output;
+
+/// A hook that never returns (`|| panic!(..)`, `|| unreachable!()`, `|| -> ! { .. }`): since
+/// edition 2024 such a closure returns `!`, not `()`. Calling it panics, which is reported as
+/// any hook's panic is.
+impl HookResult for Never {
+    fn into_result(self) -> Result<(), BoxError> {
+        self
     }
 }
 

@@ -251,6 +251,9 @@ pub(crate) fn lookup(alias: &str) -> Result<&'static Arc<AliasEntry>, Error> {
     }
 }
 
+/// The miss path of [`lookup`], out of line so that the hit stays a pointer comparison or two.
+#[cold]
+#[inline(never)]
 fn lookup_failed(alias: &str) -> Error {
     match registry() {
         Err(e) => Error::named(alias, e.kind_owned()),
@@ -258,10 +261,158 @@ fn lookup_failed(alias: &str) -> Error {
     }
 }
 
+/// At most this many configured aliases are listed in an unknown alias's message.
+const LISTED_ALIASES: usize = 12;
+
+/// What follows "this alias is not configured" in the message of an unknown `alias`: the closest
+/// configured alias, if one is close enough to be a typo, and the configured ones.
+///
+/// The aliases are fixed once installed, so the hint is made when the message is shown, and an
+/// unknown alias costs nothing more until then.
+pub(crate) fn unknown_alias_hint(alias: &str) -> String {
+    let Some(registry) = REGISTRY.get() else {
+        return " (see `Databases::add`)".to_owned();
+    };
+    let names: Vec<&str> = registry.entries.iter().map(|e| &*e.name).collect();
+    let mut hint = String::new();
+    if let Some(near) = closest(alias, &names) {
+        hint.push_str(&format!("; did you mean `{near}`?"));
+    }
+    let mut listed = names
+        .iter()
+        .take(LISTED_ALIASES)
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > LISTED_ALIASES {
+        listed.push_str(&format!(" and {} more", names.len() - LISTED_ALIASES));
+    }
+    hint.push_str(&format!(" (configured: {listed}; see `Databases::add`)"));
+    hint
+}
+
+/// The candidate closest to `typed` when it is close enough to be a typo of it: at most one
+/// edit (insertion, deletion, substitution or swap of neighbours) per three characters, at least
+/// one, ignoring case. The first of equally close candidates wins.
+fn closest<'a>(typed: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let typed: Vec<char> = typed.chars().flat_map(char::to_lowercase).collect();
+    let limit = typed.len().max(3) / 3;
+    candidates
+        .iter()
+        .filter_map(|&candidate| {
+            let lower: Vec<char> = candidate.chars().flat_map(char::to_lowercase).collect();
+            // The distance is at least the difference in length: a long input is not compared.
+            if lower.len().abs_diff(typed.len()) > limit {
+                return None;
+            }
+            let distance = edit_distance(&typed, &lower);
+            (distance <= limit).then_some((distance, candidate))
+        })
+        .min_by_key(|&(distance, _)| distance)
+        .map(|(_, candidate)| candidate)
+}
+
+/// The optimal string alignment distance between `a` and `b`: the fewest insertions, deletions,
+/// substitutions and swaps of two neighbouring characters that turn one into the other (a swap
+/// is the commonest typo, `defualt`, and counts as one edit, not two).
+fn edit_distance(a: &[char], b: &[char]) -> usize {
+    // Three rows of the table: the one before the previous (for swaps), the previous, the current.
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    let mut current: Vec<usize> = vec![0; b.len() + 1];
+    for i in 1..=a.len() {
+        current[0] = i;
+        for j in 1..=b.len() {
+            let substitution = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (previous[j] + 1)
+                .min(current[j - 1] + 1)
+                .min(previous[j - 1] + substitution);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(before[j - 2] + 1);
+            }
+            current[j] = best;
+        }
+        std::mem::swap(&mut before, &mut previous);
+        std::mem::swap(&mut previous, &mut current);
+    }
+    previous[b.len()]
+}
+
 /// The sqlx pool of `alias`, for work that must bypass the ambient transaction (a fresh
-/// connection in a test, a migration).
+/// connection in a test, a migration, a read that must not see the block's uncommitted writes).
+///
+/// # A task that holds a connection and asks the pool for another waits for itself
+///
+/// Inside an atomic block (or a request's transaction) the task holds one of the alias's
+/// connections until the block ends. A query through the returned pool takes a *second* one. When
+/// every task holds one and waits for a second (a pool of 2 and 20 concurrent requests doing
+/// this), nothing is ever given back: the tasks wait until the pool's acquire timeout, and then
+/// all fail. Instead:
+///
+/// - query through the ambient handle ([`sqlite`](crate::sqlite), [`postgres`](crate::postgres),
+///   [`mysql`](crate::mysql)) inside the block: it uses the block's connection;
+/// - or take the pool's connection before entering the block (`pool.acquire().await?`), so the
+///   task never waits for one while it holds another;
+/// - or size the pool for it: at least one more connection than the number of tasks that may
+///   hold one at once.
+///
+/// # Errors
+///
+/// - [`ErrorKind::UnknownAlias`] and [`ErrorKind::WrongBackend`], as for any handle.
+/// - [`ErrorKind::PoolHeldByTask`]: the current task holds a connection of the alias (in a
+///   block, after its first query), and the pool has no idle connection and cannot open another
+///   (it is at its `max_connections`). A query through the pool could only wait for a connection
+///   that another task gives back, which deadlocks when every task does the same; this may
+///   refuse a call that another task's commit would have unblocked a moment later. With an idle
+///   connection, room to open one, or outside any block, the pool is returned.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sqlx_atomic::Error> {
+/// use sqlx_atomic::{Database, Databases, PoolConfig};
+/// Databases::new()
+///     .add(
+///         "default",
+///         Database::connect_lazy_with("sqlite::memory:", PoolConfig::new().max_connections(1))?,
+///     )
+///     .install()?;
+/// // Outside any block: the pool, whatever it holds.
+/// let pool = sqlx_atomic::pool::<sqlx::Sqlite>("default")?;
+/// sqlx::query("SELECT 1").execute(&pool).await?;
+/// // Inside a block, after a query, the block holds the only connection: the pool would never
+/// // give a second one.
+/// let refused = sqlx_atomic::Atomic::new()
+///     .run(async {
+///         sqlx::query("SELECT 1").execute(sqlx_atomic::sqlite("default")).await?;
+///         Ok::<_, sqlx_atomic::Error>(sqlx_atomic::pool::<sqlx::Sqlite>("default").is_err())
+///     })
+///     .await?;
+/// assert!(refused);
+/// # Ok(()) }
+/// ```
 pub fn pool<DB: Backend>(alias: &str) -> Result<Pool<DB>, Error> {
-    entry_pool(lookup(alias)?)
+    let entry = lookup(alias)?;
+    let pool = entry_pool::<DB>(entry)?;
+    let max = pool.options().get_max_connections();
+    if pool.num_idle() == 0 && pool.size() >= max && task_holds_connection(entry) {
+        return Err(Error::at(
+            &entry.name,
+            ErrorKind::PoolHeldByTask {
+                max_connections: max,
+            },
+        ));
+    }
+    Ok(pool)
+}
+
+/// Whether the current task holds a connection of `entry`'s alias: in its slot (a block's
+/// transaction), or leased by a statement or a result stream in flight.
+fn task_holds_connection(entry: &AliasEntry) -> bool {
+    crate::frame::Frame::with_current(|frame| frame.ctx().existing_alias(entry.index))
+        .flatten()
+        .is_some_and(|actx| {
+            let slot = crate::sync::lock(&actx.slot);
+            slot.conn.is_some() || slot.held
+        })
 }
 
 /// The sqlx pool of an installed alias, for the backend `DB`.
@@ -275,4 +426,43 @@ pub(crate) fn entry_pool<DB: Backend>(entry: &AliasEntry) -> Result<Pool<DB>, Er
             },
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{closest, edit_distance};
+
+    fn distance(a: &str, b: &str) -> usize {
+        let a: Vec<char> = a.chars().collect();
+        let b: Vec<char> = b.chars().collect();
+        edit_distance(&a, &b)
+    }
+
+    #[test]
+    fn a_swap_of_neighbours_is_one_edit() {
+        assert_eq!(distance("defualt", "default"), 1);
+        assert_eq!(distance("default", "default"), 0);
+        assert_eq!(distance("", "abc"), 3);
+        assert_eq!(distance("abc", ""), 3);
+        assert_eq!(distance("kitten", "sitting"), 3);
+        assert_eq!(distance("reprots", "reports"), 1);
+        assert_eq!(distance("ca", "abc"), 3);
+    }
+
+    #[test]
+    fn the_closest_alias_within_one_edit_per_three_characters() {
+        let configured = ["default", "other", "reports"];
+        assert_eq!(closest("defualt", &configured), Some("default"));
+        assert_eq!(closest("Default", &configured), Some("default"));
+        assert_eq!(closest("defaults", &configured), Some("default"));
+        assert_eq!(closest("reprot", &configured), Some("reports"));
+        assert_eq!(closest("othr", &configured), Some("other"));
+        assert_eq!(closest("analytics", &configured), None);
+        assert_eq!(closest("", &configured), None);
+        assert_eq!(closest(&"x".repeat(100_000), &configured), None);
+        // Short names: one edit at most.
+        assert_eq!(closest("pgg", &["pg", "my"]), Some("pg"));
+        assert_eq!(closest("xy", &["pg", "my"]), Some("my"));
+        assert_eq!(closest("ab", &["pg", "my"]), None);
+    }
 }

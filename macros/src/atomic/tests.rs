@@ -43,6 +43,8 @@ fn wraps_the_body_and_keeps_the_signature() {
                     }
                     #[allow(clippy::diverging_sub_expression)]
                     let __sqlx_atomic_ret: Result<U, E> = {
+                        #[allow(clippy::redundant_locals, clippy::shadow_same)]
+                        let a = a;
                         body(a)?;
                         Ok(u)
                     };
@@ -53,6 +55,48 @@ fn wraps_the_body_and_keeps_the_signature() {
         }
     };
     assert_eq!(out, expected.to_string());
+}
+
+#[test]
+fn arguments_become_locals_of_the_body_with_their_mut() {
+    let out = expand(
+        quote!(),
+        quote! {
+            async fn f(mut a: String, (b, mut c): (u8, u8), ref d: u8, _: u8) -> Result<(), E> {
+                body()
+            }
+        },
+    );
+    // The signature loses the `mut`s it gives to the locals; `ref d` stays as written.
+    let signature =
+        quote!(async fn f(a: String, (b, c): (u8, u8), ref d: u8, _: u8) -> Result<(), E>);
+    assert!(out.starts_with(&signature.to_string()), "{out}");
+    let allow = quote!(#[allow(clippy::redundant_locals, clippy::shadow_same)]);
+    let locals = quote! {
+        #allow let mut a = a;
+        #allow let b = b;
+        #allow let mut c = c;
+        #allow let d = d;
+        body()
+    };
+    assert!(out.contains(&locals.to_string()), "{out}");
+}
+
+#[test]
+fn retry_leaves_the_arguments_borrowed() {
+    let out = expand(
+        quote!(retry = 2),
+        quote! {
+            async fn f(mut a: String) -> Result<(), E> {
+                body(&mut a)
+            }
+        },
+    );
+    assert!(
+        out.starts_with(&quote!(async fn f(mut a: String)).to_string()),
+        "{out}"
+    );
+    assert!(!out.contains("redundant_locals"), "{out}");
 }
 
 #[test]
