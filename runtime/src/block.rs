@@ -463,20 +463,13 @@ pub(crate) async fn end_block(actx: &Arc<AliasCtx>, id: u64, depth: usize, body_
 /// commit hands back none.
 #[cfg(feature = "tower")]
 pub(crate) async fn end_request_block(actx: &Arc<AliasCtx>, id: u64) -> (Ended, Vec<Hook>) {
-    let mut plan = match plan_exit(actx, id, 1, true) {
+    let plan = match plan_exit(actx, id, 1, true) {
         Ok(plan) => plan,
         Err(ended) => return (ended, Vec::new()),
     };
-    let hooks = std::mem::take(&mut plan.hooks);
-    let commits = plan.commits;
-    let ended = crate::exit::execute(actx, plan, true).await;
-    // A committing plan has no error of its own: an error here is the COMMIT's (1.7, 5.5).
-    let hooks = if commits && ended.error.is_none() {
-        hooks
-    } else {
-        Vec::new()
-    };
-    (ended, hooks)
+    // A committing plan has no error of its own: an error is the COMMIT's (1.7, 5.5), and then
+    // no hook is handed back.
+    crate::exit::execute_keeping_hooks(actx, plan, true).await
 }
 
 /// The plan of block `id`'s exit when it ends its transaction; otherwise the block is left here

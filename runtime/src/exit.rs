@@ -32,7 +32,34 @@ impl Ended {
 /// Carries out `plan`, the exit of a transaction (`plan.ends_transaction`): `body_ok` says
 /// whether the caller's body returned `Ok`, for the log.
 pub(crate) async fn execute(actx: &Arc<AliasCtx>, plan: ExitPlan<Hook>, body_ok: bool) -> Ended {
-    let error = plan.error.map(|k| actx.err(k));
+    let (ended, hooks) = execute_keeping_hooks(actx, plan, body_ok).await;
+    if !hooks.is_empty()
+        && let Err(e) = run_hooks(actx.name(), hooks).await
+    {
+        return Ended::failed(e);
+    }
+    ended
+}
+
+/// [`execute`], handing back the hooks of a transaction that committed instead of running them.
+pub(crate) async fn execute_keeping_hooks(
+    actx: &Arc<AliasCtx>,
+    mut plan: ExitPlan<Hook>,
+    body_ok: bool,
+) -> (Ended, Vec<Hook>) {
+    let ended = end_transaction(actx, &mut plan, body_ok).await;
+    let hooks = if plan.commits && ended.error.is_none() {
+        std::mem::take(&mut plan.hooks)
+    } else {
+        Vec::new()
+    };
+    (ended, hooks)
+}
+
+/// Sends what the end of the transaction owes (with its jobs before a COMMIT) and gives the
+/// connection back.
+async fn end_transaction(actx: &Arc<AliasCtx>, plan: &mut ExitPlan<Hook>, body_ok: bool) -> Ended {
+    let error = plan.error.take().map(|k| actx.err(k));
     if !plan.stmts.is_empty() || plan.close_connection {
         let mut exit_guard = ExitGuard { actx, armed: true };
         let leased = match actx.try_lease() {
@@ -55,11 +82,35 @@ pub(crate) async fn execute(actx: &Arc<AliasCtx>, plan: ExitPlan<Hook>, body_ok:
         // before anyone else can take the connection, as for sqlx's own dropped `Transaction`.
         let queued =
             !close && plan.stmts.as_slice() == [Control::Rollback] && lease.queue_rollback();
+        // The transaction's durable jobs are written in it just before its COMMIT, after what
+        // else it owes (a ROLLBACK TO owed by a failed savepoint must not undo them).
+        #[cfg(feature = "outbox")]
+        let mut stmts = plan.stmts.as_slice();
+        #[cfg(not(feature = "outbox"))]
+        let stmts = plan.stmts.as_slice();
+        #[cfg(feature = "outbox")]
+        if plan.commits
+            && stmts.last() == Some(&Control::Commit)
+            && lease.has_conn()
+            && crate::outbox::has_jobs(&plan.hooks)
+        {
+            let (owed, commit) = stmts.split_at(stmts.len() - 1);
+            let written = match lease.send(owed).await {
+                Ok(()) => {
+                    crate::outbox::write_on_conn(&mut lease, crate::outbox::jobs(&plan.hooks)).await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
+                return commit_failed(lease, e).await;
+            }
+            stmts = commit;
+        }
         if !queued
             && lease.has_conn()
-            && let Err(e) = lease.send(&plan.stmts).await
+            && let Err(e) = lease.send(stmts).await
         {
-            if plan.stmts.contains(&Control::Commit) {
+            if stmts.contains(&Control::Commit) {
                 // 1.7: the commit failed; roll back, or close the connection.
                 return commit_failed(lease, e).await;
             }
@@ -76,17 +127,19 @@ pub(crate) async fn execute(actx: &Arc<AliasCtx>, plan: ExitPlan<Hook>, body_ok:
         // Nothing to send (the block never queried); a connection may still be held if the
         // block only prepared one.
         actx.release_now(false, false);
+        // A transaction that never began has its jobs written on their own, in autocommit.
+        #[cfg(feature = "outbox")]
+        if plan.commits
+            && let Err(e) =
+                crate::outbox::write_on_pool(actx.entry, crate::outbox::jobs(&plan.hooks)).await
+        {
+            return Ended::failed(e);
+        }
     }
     transaction_ended(actx, plan.commits, body_ok, error.as_ref());
-    if plan.commits
-        && !plan.hooks.is_empty()
-        && let Err(e) = run_hooks(actx.name(), plan.hooks).await
-    {
-        return Ended::failed(e);
-    }
     Ended {
         error,
-        conflict: plan.conflict,
+        conflict: plan.conflict.take(),
     }
 }
 

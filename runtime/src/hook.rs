@@ -41,6 +41,11 @@ pub(crate) trait Body: Send {
     fn take_options(&mut self) -> Option<HookOptions> {
         None
     }
+    /// The durable job this hook stands for, written to the outbox before the COMMIT.
+    #[cfg(feature = "outbox")]
+    fn job(&self) -> Option<&crate::outbox::PendingJob> {
+        None
+    }
 }
 
 /// A closure run synchronously.
@@ -99,6 +104,10 @@ impl Body for WithOptions {
     fn take_options(&mut self) -> Option<HookOptions> {
         Some(std::mem::take(&mut self.options))
     }
+    #[cfg(feature = "outbox")]
+    fn job(&self) -> Option<&crate::outbox::PendingJob> {
+        self.body.job()
+    }
 }
 
 /// A registered hook: one box (16 bytes), so that ten thousand of them stay in cache and move
@@ -112,6 +121,12 @@ pub(crate) struct HookOptions {
 }
 
 impl Hook {
+    /// The durable job this hook stands for, if it is one.
+    #[cfg(feature = "outbox")]
+    pub(crate) fn job(&self) -> Option<&crate::outbox::PendingJob> {
+        self.0.job()
+    }
+
     /// The name given with [`OnCommit::name`](crate::OnCommit::name).
     pub(crate) fn name(&self) -> Option<&str> {
         self.0.options()?.name.as_deref()

@@ -22,6 +22,8 @@ mod hook;
 mod lease;
 mod on_commit;
 mod options;
+#[cfg(feature = "outbox")]
+pub mod outbox;
 mod parts;
 mod pool_config;
 mod pooling;

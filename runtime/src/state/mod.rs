@@ -484,6 +484,7 @@ impl<H> TxState<H> {
     }
 
     /// Whether the outermost block is a test helper's always-rolled-back one (10.1).
+    #[cfg(feature = "tower")]
     pub(crate) fn in_test(&self) -> bool {
         self.blocks
             .first()
