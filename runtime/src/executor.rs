@@ -493,3 +493,64 @@ where
         })
     }
 }
+
+impl<DB: Backend> Handle<DB> {
+    /// Runs `f` with the connection this handle's next query would use: inside a block, the
+    /// task's transaction connection, after the statements the open blocks owe (BEGIN,
+    /// SAVEPOINT); outside any block, a connection of the pool, in autocommit. For libraries that
+    /// take a `&mut PgConnection` (or `SqliteConnection`, `MySqlConnection`) rather than an
+    /// executor, such as a job queue whose job row must commit with the block's data.
+    ///
+    /// An `Err` from `f` dooms the block as a failed statement does (docs/semantics.md §3.2):
+    /// what `f` sent is not known to the library, so it assumes the worst. `f` must leave the
+    /// connection as it found it: no COMMIT, ROLLBACK or session setting of its own. A cancelled
+    /// `f` closes the connection, as a cancelled query does (§7.1).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sqlx_atomic::Error> {
+    /// # sqlx_atomic::Databases::new().add("default", sqlx_atomic::Database::connect_lazy("sqlite::memory:")?).install()?;
+    /// use sqlx_atomic::{Atomic, sqlite};
+    /// use sqlx::SqliteConnection;
+    /// /// A library function that wants a connection.
+    /// async fn count(conn: &mut SqliteConnection) -> Result<i64, sqlx::Error> {
+    ///     sqlx::query_scalar("SELECT COUNT(*) FROM t").fetch_one(conn).await
+    /// }
+    /// sqlx::query("CREATE TABLE t (x INTEGER)").execute(sqlite("default")).await?;
+    /// Atomic::new()
+    ///     .run(async {
+    ///         sqlx::query("INSERT INTO t VALUES (1)").execute(sqlite("default")).await?;
+    ///         // In the block's transaction: the uncommitted row is seen.
+    ///         let n = sqlite("default")
+    ///             .with_connection(|conn| Box::pin(count(conn)))
+    ///             .await?;
+    ///         assert_eq!(n, 1);
+    ///         Ok::<_, sqlx_atomic::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn with_connection<F, T>(&self, f: F) -> Result<T, Error>
+    where
+        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T, sqlx::Error>>,
+    {
+        let entry = lookup(&self.alias)?;
+        let (target, _) = target::<DB>(entry).await?;
+        let result = match target {
+            Target::Pool(pool) => {
+                let mut conn = pool
+                    .acquire()
+                    .await
+                    .map_err(|e| Error::from(e).with_alias(&entry.name))?;
+                f(&mut conn).await
+            }
+            Target::Conn(mut lease) => {
+                lease.set_phase(Phase::Query);
+                let conn = lease.typed::<DB>()?;
+                let result = f(&mut **conn).await;
+                finish(&mut lease, &result).await;
+                result
+            }
+        };
+        result.map_err(|e| Error::from(with_alias(e, &entry.name)))
+    }
+}

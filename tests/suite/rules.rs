@@ -547,6 +547,46 @@ t!(rule_5_7_failing_hook_stops_the_rest_robust_does_not, |fx| {
     assert_eq!(fx.committed().await, [1], "the data stays committed");
 });
 
+fn count_on(
+    conn: &mut <DB as sqlx::Database>::Connection,
+    sql: String,
+) -> futures::future::BoxFuture<'_, Result<i64, sqlx::Error>> {
+    Box::pin(async move {
+        sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql))
+            .fetch_one(conn)
+            .await
+    })
+}
+
+t!(rule_3_4_with_connection_lends_the_blocks_connection, |fx| {
+    let sql = format!("SELECT COUNT(*) FROM {}", fx.table);
+    // Outside a block: a pool connection, in autocommit.
+    let n = db().with_connection(|c| count_on(c, sql.clone())).await.unwrap();
+    assert_eq!(n, 0);
+    atomic()
+        .run(async {
+            ins(&fx, 1).await?;
+            // The block's own connection: the uncommitted row is there.
+            assert_eq!(db().with_connection(|c| count_on(c, sql.clone())).await?, 1);
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap();
+    // An error from the closure dooms the block.
+    let r = atomic()
+        .run(async {
+            ins(&fx, 2).await?;
+            let failed = db()
+                .with_connection(|_c| Box::pin(async { Err::<(), _>(sqlx::Error::RowNotFound) }))
+                .await;
+            assert!(failed.is_err());
+            Ok::<_, Error>(())
+        })
+        .await;
+    assert!(matches!(r.unwrap_err().kind(), ErrorKind::RolledBack(_)));
+    assert_eq!(fx.committed().await, [1]);
+});
+
 t!(rule_5_9_spawn_on_commit_starts_its_task_after_the_commit_only, |fx| {
     let count = || {
         let table = fx.table.clone();
