@@ -33,7 +33,11 @@ async fn enqueue(utils: &WorkerUtils, task: &str, order: i64) -> Result<(), Erro
             Box::pin(async move {
                 utils
                     .with_executor(conn)
-                    .add_raw_job(&task, serde_json::json!({ "order": order }), JobSpec::default())
+                    .add_raw_job(
+                        &task,
+                        serde_json::json!({ "order": order }),
+                        JobSpec::default(),
+                    )
                     .await
                     .map(drop)
                     .map_err(|e| sqlx::Error::Protocol(e.to_string()))
@@ -51,7 +55,9 @@ fn a_queued_job_commits_and_rolls_back_with_the_block() {
         let insert = |v: i64| {
             let sql = format!("INSERT INTO {} (v) VALUES ({v})", fx.table);
             async move {
-                sqlx::query(AssertSqlSafe(sql)).execute(postgres("pg")).await?;
+                sqlx::query(AssertSqlSafe(sql))
+                    .execute(postgres("pg"))
+                    .await?;
                 Ok::<_, Error>(())
             }
         };
