@@ -503,7 +503,8 @@ impl Relay {
 }
 
 /// The claim of a backend with row locks: the due jobs, oldest first, skipping those another
-/// relay holds.
+/// relay holds. The key condition's subquery is a plain read on both (it sees a job another
+/// relay holds as pending, and so keeps the next job of its key back).
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 fn claim_locked_sql(kind: BackendKind, batch: usize) -> String {
     format!(
