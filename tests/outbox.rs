@@ -249,6 +249,28 @@ macro_rules! outbox_suite {
             }
 
             #[test]
+            fn rule_13_2_a_relay_may_deliver_only_some_names() {
+                run(|_fx| async move {
+                    atomic()
+                        .run(async {
+                            enqueue("email", 1).await?;
+                            enqueue("sms", 2).await?;
+                            enqueue("email", 3).await
+                        })
+                        .await
+                        .unwrap();
+                    let seen = Seen::default();
+                    let emails = Relay::new(B.alias(), recording("email", &seen)).only(["email"]);
+                    assert_eq!(emails.run_once().await.unwrap(), 2);
+                    assert_eq!(emails.run_once().await.unwrap(), 0);
+                    assert_eq!(
+                        rows().await,
+                        [("email".into(), 1), ("sms".into(), 0), ("email".into(), 1)]
+                    );
+                });
+            }
+
+            #[test]
             fn rule_13_2_a_claimed_job_is_not_delivered_by_another_relay() {
                 run(|_fx| async move {
                     // The second job of the key waits for the first, which the first relay

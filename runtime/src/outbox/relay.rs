@@ -28,9 +28,13 @@ macro_rules! locked {
         let alias = &entry.name;
         let err = |e: sqlx::Error| Error::from(e).with_alias(alias);
         let mut tx = $pool.begin().await.map_err(err)?;
-        let rows = sqlx::query(AssertSqlSafe($sql))
+        let mut claim = sqlx::query(AssertSqlSafe($sql))
             .persistent($persistent)
-            .bind(now_ms())
+            .bind(now_ms());
+        for name in &relay.only {
+            claim = claim.bind(name.as_str());
+        }
+        let rows = claim
             .fetch_all(&mut *tx)
             .await
             .map_err(err)?;
@@ -186,6 +190,8 @@ pub struct Relay {
     poll: Duration,
     lease: Duration,
     keep: Duration,
+    /// The job names this relay delivers; all when empty.
+    only: Vec<String>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -214,7 +220,32 @@ impl Relay {
             poll: Duration::from_secs(1),
             lease: Duration::from_secs(30),
             keep: Duration::from_secs(3600),
+            only: Vec::new(),
         }
+    }
+
+    /// Delivers only the jobs with these names, leaving the others to other relays: one relay per
+    /// kind of job, each with its own sink and limits. Jobs of one key are still delivered in
+    /// order across relays.
+    pub fn only<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.only = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The claim's condition on the job names, its parameters numbered from `first` (`$n` on
+    /// PostgreSQL, `?n` on SQLite, `?` on MySQL).
+    fn names_condition(&self, placeholder: impl Fn(usize) -> String, first: usize) -> String {
+        if self.only.is_empty() {
+            return String::new();
+        }
+        let list: Vec<String> = (0..self.only.len())
+            .map(|i| placeholder(first + i))
+            .collect();
+        format!(" AND o.name IN ({})", list.join(", "))
     }
 
     /// How many deliveries run at once (at least 1).
@@ -272,13 +303,15 @@ impl Relay {
             AnyPool::Sqlite(pool) => self.run_sqlite(entry, pool).await,
             #[cfg(feature = "postgres")]
             AnyPool::Postgres(pool) => {
-                let sql = claim_locked_sql(entry.kind, self.batch);
+                let names = self.names_condition(|n| sql::param(entry.kind, n), 2);
+                let sql = claim_locked_sql(entry.kind, self.batch, &names);
                 let persistent = !entry.db.transaction_pooling;
                 locked!(self, entry, pool, sql, persistent)
             }
             #[cfg(feature = "mysql")]
             AnyPool::MySql(pool) => {
-                let sql = claim_locked_sql(entry.kind, self.batch);
+                let names = self.names_condition(|n| sql::param(entry.kind, n), 2);
+                let sql = claim_locked_sql(entry.kind, self.batch, &names);
                 locked!(self, entry, pool, sql, true)
             }
         }
@@ -340,15 +373,20 @@ impl Relay {
         // claim the same job while its lease lasts.
         let claim = format!(
             "UPDATE sqlx_atomic_outbox SET locked_until = ?1 WHERE id IN (SELECT o.id FROM \
-             sqlx_atomic_outbox o WHERE {} AND o.locked_until <= ?2 ORDER BY o.id LIMIT {}) \
+             sqlx_atomic_outbox o WHERE {} AND o.locked_until <= ?2{} ORDER BY o.id LIMIT {}) \
              RETURNING {}",
             sql::DUE.replace("{now}", "?2"),
+            self.names_condition(|n| format!("?{n}"), 3),
             self.batch,
             sql::COLUMNS
         );
-        let rows = sqlx::query(AssertSqlSafe(claim))
+        let mut claim = sqlx::query(AssertSqlSafe(claim))
             .bind(now.saturating_add(lease))
-            .bind(now)
+            .bind(now);
+        for name in &self.only {
+            claim = claim.bind(name.as_str());
+        }
+        let rows = claim
             .fetch_all(pool)
             .await
             .map_err(|e| Error::from(e).with_alias(&entry.name))?;
@@ -506,9 +544,10 @@ impl Relay {
 /// relay holds. The key condition's subquery is a plain read on both (it sees a job another
 /// relay holds as pending, and so keeps the next job of its key back).
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-fn claim_locked_sql(kind: BackendKind, batch: usize) -> String {
+fn claim_locked_sql(kind: BackendKind, batch: usize, names: &str) -> String {
     format!(
-        "SELECT {} FROM sqlx_atomic_outbox o WHERE {} ORDER BY o.id LIMIT {batch} FOR UPDATE SKIP LOCKED",
+        "SELECT {} FROM sqlx_atomic_outbox o WHERE {}{names} ORDER BY o.id LIMIT {batch} \
+         FOR UPDATE SKIP LOCKED",
         sql::O_COLUMNS,
         sql::DUE.replace("{now}", &sql::param(kind, 1)),
     )
