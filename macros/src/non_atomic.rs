@@ -109,7 +109,10 @@ fn wrap_body(args: NonAtomicArgs, function: FnItem) -> TokenStream {
     // The runtime's calls here take any future: only the path itself can fail, where written.
     let krate = emit::crate_path(args.krate.as_ref(), None);
     let aliases = args.aliases;
-    let body = emit::anchored_body(&sig, brace, body, Capture::Move);
+    // The arguments are rebound as the body's locals, so that a borrow of one that outlives the
+    // body (a hook's) is reported where it is made, as in `#[atomic]`.
+    let (sig, rebinds) = emit::rebind_arguments(&sig);
+    let body = emit::anchored_body(&sig, brace, quote!(#rebinds #body), Capture::Move);
 
     let mut tokens = quote!(#(#outer_attrs)* #vis #sig);
     brace.surround(&mut tokens, |tokens| {
@@ -285,6 +288,8 @@ mod tests {
                     }
                     #[allow(clippy::diverging_sub_expression)]
                     let __sqlx_atomic_ret: Result<_, E> = {
+                        #[allow(clippy::redundant_locals, clippy::shadow_same)]
+                        let a = a;
                         if a.is_empty() {
                             return Ok(0);
                         }

@@ -44,4 +44,10 @@ async fn borrows_a_local_with_retry() -> Result<(), sqlx_atomic::Error> {
     Ok(())
 }
 
+#[sqlx_atomic::non_atomic_requests]
+async fn handler_borrows_an_argument(name: String) -> &'static str {
+    let _ = sqlx_atomic::on_commit(|| println!("{name}")).await;
+    "ok"
+}
+
 fn main() {}
