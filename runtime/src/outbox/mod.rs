@@ -20,6 +20,12 @@
 //! - **One statement per transaction.** However many jobs a transaction enqueues, they are
 //!   written with one INSERT (one per 5,000 jobs), sent just before the COMMIT.
 //!
+//! A relay delivers to anything implementing [`Deliver`]: [`Handlers`] in the process, or a
+//! message broker through the adapters of the `brokers` module (features `outbox-redis` for a
+//! Redis stream, `outbox-amqp` for RabbitMQ, `outbox-nats` for NATS JetStream), which mark a job
+//! delivered only once the broker acknowledged it, and give every message the job's delivery id
+//! for consumers to drop duplicates by.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sqlx_atomic::Error> {
 //! use sqlx_atomic::{Atomic, Database, Databases, outbox};
@@ -53,6 +59,12 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(any(
+    feature = "outbox-redis",
+    feature = "outbox-amqp",
+    feature = "outbox-nats"
+))]
+pub mod brokers;
 mod relay;
 pub(crate) mod sql;
 mod write;
