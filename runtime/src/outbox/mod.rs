@@ -65,6 +65,20 @@
     feature = "outbox-nats"
 ))]
 pub mod brokers;
+/// `$body` with `$p` bound to the alias's pool, whichever backend it is.
+macro_rules! on_pool {
+    ($pool:expr, |$p:ident| $body:expr) => {
+        match $pool {
+            #[cfg(feature = "sqlite")]
+            crate::backend::AnyPool::Sqlite($p) => $body,
+            #[cfg(feature = "postgres")]
+            crate::backend::AnyPool::Postgres($p) => $body,
+            #[cfg(feature = "mysql")]
+            crate::backend::AnyPool::MySql($p) => $body,
+        }
+    };
+}
+
 mod relay;
 pub(crate) mod sql;
 mod write;

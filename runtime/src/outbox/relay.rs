@@ -596,36 +596,15 @@ pub async fn dead_jobs(alias: &str) -> Result<Vec<Job>, Error> {
         sql::DEAD
     );
     let err = |e: sqlx::Error| Error::from(e).with_alias(&entry.name);
-    match &entry.db.pool {
-        #[cfg(feature = "sqlite")]
-        AnyPool::Sqlite(p) => sqlx::query(AssertSqlSafe(sql))
-            .fetch_all(p)
-            .await
-            .map_err(err)?
-            .iter()
-            .map(job_of)
-            .collect::<Result<_, _>>()
-            .map_err(err),
-        #[cfg(feature = "postgres")]
-        AnyPool::Postgres(p) => sqlx::query(AssertSqlSafe(sql))
-            .persistent(false)
-            .fetch_all(p)
-            .await
-            .map_err(err)?
-            .iter()
-            .map(job_of)
-            .collect::<Result<_, _>>()
-            .map_err(err),
-        #[cfg(feature = "mysql")]
-        AnyPool::MySql(p) => sqlx::query(AssertSqlSafe(sql))
-            .fetch_all(p)
-            .await
-            .map_err(err)?
-            .iter()
-            .map(job_of)
-            .collect::<Result<_, _>>()
-            .map_err(err),
-    }
+    on_pool!(&entry.db.pool, |p| sqlx::query(AssertSqlSafe(sql))
+        .persistent(false)
+        .fetch_all(p)
+        .await
+        .map_err(err)?
+        .iter()
+        .map(job_of)
+        .collect::<Result<_, _>>()
+        .map_err(err))
 }
 
 /// Puts the dead-lettered job `id` of `alias` back to be delivered at once, with its attempts
@@ -658,25 +637,10 @@ pub async fn clean(alias: &str, older_than: Duration) -> Result<u64, Error> {
 async fn execute(entry: &AliasEntry, sql: String) -> Result<u64, Error> {
     let err = |e: sqlx::Error| Error::from(e).with_alias(&entry.name);
     let q = AssertSqlSafe(sql);
-    let n = match &entry.db.pool {
-        #[cfg(feature = "sqlite")]
-        AnyPool::Sqlite(p) => sqlx::raw_sql(q)
-            .execute(p)
-            .await
-            .map_err(err)?
-            .rows_affected(),
-        #[cfg(feature = "postgres")]
-        AnyPool::Postgres(p) => sqlx::raw_sql(q)
-            .execute(p)
-            .await
-            .map_err(err)?
-            .rows_affected(),
-        #[cfg(feature = "mysql")]
-        AnyPool::MySql(p) => sqlx::raw_sql(q)
-            .execute(p)
-            .await
-            .map_err(err)?
-            .rows_affected(),
-    };
+    let n = on_pool!(&entry.db.pool, |p| sqlx::raw_sql(q)
+        .execute(p)
+        .await
+        .map_err(err)?
+        .rows_affected());
     Ok(n)
 }

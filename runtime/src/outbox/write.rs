@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use sqlx::AssertSqlSafe;
 
 use super::{PendingJob, jobs_of, sql};
-use crate::backend::{AnyConn, AnyPool};
+use crate::backend::AnyConn;
 use crate::error::Error;
 use crate::hook::Hook;
 use crate::lease::Lease;
@@ -83,23 +83,14 @@ pub(crate) async fn write_on_pool(entry: &AliasEntry, jobs: Vec<&PendingJob>) ->
     let persistent = !entry.db.transaction_pooling;
     for chunk in jobs.chunks(sql::ROWS_PER_INSERT) {
         let text = sql::insert(entry.kind, chunk.len(), true);
-        let result = match &entry.db.pool {
-            #[cfg(feature = "sqlite")]
-            AnyPool::Sqlite(p) => bound!(text, chunk.iter().copied(), persistent)
-                .execute(p)
-                .await
-                .map(drop),
-            #[cfg(feature = "postgres")]
-            AnyPool::Postgres(p) => bound!(text, chunk.iter().copied(), persistent)
-                .execute(p)
-                .await
-                .map(drop),
-            #[cfg(feature = "mysql")]
-            AnyPool::MySql(p) => bound!(text, chunk.iter().copied(), persistent)
-                .execute(p)
-                .await
-                .map(drop),
-        };
+        let result = on_pool!(&entry.db.pool, |p| bound!(
+            text,
+            chunk.iter().copied(),
+            persistent
+        )
+        .execute(p)
+        .await
+        .map(drop));
         result.map_err(|e| Error::from(e).with_alias(&entry.name))?;
         super::WRITTEN.fetch_add(chunk.len() as u64, Ordering::Relaxed);
     }
@@ -109,13 +100,9 @@ pub(crate) async fn write_on_pool(entry: &AliasEntry, jobs: Vec<&PendingJob>) ->
 /// Runs one statement of the library's own on the alias's pool.
 pub(crate) async fn raw(entry: &AliasEntry, stmt: &str) -> Result<(), Error> {
     let stmt = AssertSqlSafe(stmt.to_owned());
-    let result = match &entry.db.pool {
-        #[cfg(feature = "sqlite")]
-        AnyPool::Sqlite(p) => sqlx::raw_sql(stmt).execute(p).await.map(drop),
-        #[cfg(feature = "postgres")]
-        AnyPool::Postgres(p) => sqlx::raw_sql(stmt).execute(p).await.map(drop),
-        #[cfg(feature = "mysql")]
-        AnyPool::MySql(p) => sqlx::raw_sql(stmt).execute(p).await.map(drop),
-    };
+    let result = on_pool!(&entry.db.pool, |p| sqlx::raw_sql(stmt)
+        .execute(p)
+        .await
+        .map(drop));
     result.map_err(|e| Error::from(e).with_alias(&entry.name))
 }
