@@ -345,3 +345,68 @@ macro_rules! outbox_suite {
 outbox_suite!(sqlite, sqlx::Sqlite, Backend::Sqlite);
 outbox_suite!(postgres, sqlx::Postgres, Backend::Postgres);
 outbox_suite!(mysql, sqlx::MySql, Backend::MySql);
+
+/// PostgreSQL: a relay also wakes on another process's commit, through `LISTEN`. The job is
+/// written here as another process would write it (a plain INSERT with its NOTIFY, on a
+/// connection of its own), so that only the notification can wake the relay before its poll.
+#[test]
+fn rule_13_2_a_postgres_relay_wakes_on_another_process_commit() {
+    common::run(Backend::Postgres, |_fx: Fx| async move {
+        let _table = TABLE.lock().await;
+        outbox::create_table("pg").await.unwrap();
+        let pool = sqlx_atomic::pool::<sqlx::Postgres>("pg").unwrap();
+        sqlx::raw_sql("DELETE FROM sqlx_atomic_outbox")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let before = outbox::stats();
+        let relay = Relay::new(
+            "pg",
+            Handlers::new()
+                .on("local", {
+                    let tx = tx.clone();
+                    move |job: Job| {
+                        let tx = tx.clone();
+                        async move { tx.send(job).map_err(|_| std::io::Error::other("closed")) }
+                    }
+                })
+                .on("remote", move |job: Job| {
+                    let tx = tx.clone();
+                    async move { tx.send(job).map_err(|_| std::io::Error::other("closed")) }
+                }),
+        )
+        .only(["local", "remote"])
+        .poll_interval(Duration::from_secs(3600))
+        .spawn();
+        let wait = Duration::from_secs(20);
+        // A job of this process, woken in-process: once it is delivered, the relay listens
+        // (its LISTEN comes before its first pass) and has nothing left to do.
+        Atomic::new()
+            .using("pg")
+            .run(outbox::enqueue("local", &1).using("pg").into_future())
+            .await
+            .unwrap();
+        let local = tokio::time::timeout(wait, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(local.name, "local");
+        // Another process's job: only its NOTIFY can wake the relay before the hour's poll.
+        sqlx::raw_sql(
+            "INSERT INTO sqlx_atomic_outbox (delivery_id, name, payload, next_attempt_at, \
+             created_at) VALUES ('remote-1', 'remote', '{}', 0, 0); \
+             SELECT pg_notify('sqlx_atomic_outbox', '')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let remote = tokio::time::timeout(wait, rx.recv())
+            .await
+            .expect("the notification woke the relay")
+            .unwrap();
+        assert_eq!(remote.delivery_id, "remote-1");
+        relay.stop().await;
+        assert!(outbox::stats().delivered >= before.delivered + 2);
+    });
+}
