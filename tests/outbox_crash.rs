@@ -9,8 +9,18 @@
 //! consumer apply each exactly once. The same loop with plain `on_commit` hooks, killed at the
 //! same points, shows what a hook (at most once, §5.10) loses.
 //!
-//! The test binary runs itself as the child: `<backend>::child` is ignored in a normal run and
-//! does its work only when `SQLX_ATOMIC_CRASH_CHILD` is set. The kill points come from a seeded
+//! The broker modes (features `outbox-redis`, `outbox-amqp`, `outbox-nats`; on SQLite) kill a
+//! child whose relay publishes the jobs to a Redis stream, a RabbitMQ queue or a NATS JetStream
+//! stream of the run's own, the same way; after the final relay the parent reads everything back
+//! with the broker's client: every committed order's job reached the broker at least once, under
+//! its delivery id, none of a rolled-back order did, and the duplicates are counted. The brokers'
+//! URLs come from `SQLX_ATOMIC_TEST_REDIS_URL`, `SQLX_ATOMIC_TEST_AMQP_URL` and
+//! `SQLX_ATOMIC_TEST_NATS_URL` (defaults: the local servers); a broker that does not answer fails
+//! its test under `CI=true`, and skips it loudly otherwise.
+//!
+//! The test binary runs itself as the child: `<backend>::child` (`broker::child` for the broker
+//! modes) is ignored in a normal run and does its work only when `SQLX_ATOMIC_CRASH_CHILD` is
+//! set. The kill points come from a seeded
 //! generator; the seed is printed, and `SQLX_ATOMIC_CRASH_SEED` replays it.
 #![cfg(unix)]
 
@@ -42,6 +52,10 @@ const SEED_ENV: &str = "SQLX_ATOMIC_CRASH_SEED";
 const LINE: &str = "CRASH";
 /// Start-up and kill rounds per mode.
 const ROUNDS: usize = 8;
+/// Start-up and kill rounds of each broker mode (on SQLite only, so fewer suffice).
+const BROKER_ROUNDS: usize = 5;
+/// The tag of the in-process mode's SQLite file.
+const SQLITE_TAG: &str = "sqlite";
 /// The order ids of round `r` are `(r + 1) * ROUND_IDS + i`, distinct across rounds.
 const ROUND_IDS: i64 = 100_000;
 /// A child stops on its own after this many orders (far beyond any kill point).
@@ -234,6 +248,70 @@ impl Kind {
     }
 }
 
+/// The brokers of the broker modes, where the child's relay publishes the jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sink {
+    Redis,
+    Amqp,
+    Nats,
+}
+
+impl Sink {
+    const ALL: [Sink; 3] = [Sink::Redis, Sink::Amqp, Sink::Nats];
+
+    /// The mode's word, in the child's environment and its SQLite file's name.
+    fn tag(self) -> &'static str {
+        match self {
+            Sink::Redis => "redis",
+            Sink::Amqp => "amqp",
+            Sink::Nats => "nats",
+        }
+    }
+
+    /// The alias of the mode's SQLite database.
+    fn alias(self) -> &'static str {
+        match self {
+            Sink::Redis => "crash_redis",
+            Sink::Amqp => "crash_amqp",
+            Sink::Nats => "crash_nats",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Sink::Redis => "Redis stream",
+            Sink::Amqp => "RabbitMQ queue",
+            Sink::Nats => "NATS JetStream",
+        }
+    }
+
+    /// The variable naming the broker's URL (the test suite's own).
+    fn env(self) -> &'static str {
+        match self {
+            Sink::Redis => "SQLX_ATOMIC_TEST_REDIS_URL",
+            Sink::Amqp => "SQLX_ATOMIC_TEST_AMQP_URL",
+            Sink::Nats => "SQLX_ATOMIC_TEST_NATS_URL",
+        }
+    }
+
+    /// The broker's URL: its variable, or the local server's.
+    fn url(self) -> String {
+        let default = match self {
+            Sink::Redis => "redis://127.0.0.1:6379/",
+            Sink::Amqp => "amqp://guest:guest@127.0.0.1:5672/%2f",
+            Sink::Nats => "nats://127.0.0.1:4222",
+        };
+        std::env::var(self.env())
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| default.to_owned())
+    }
+
+    fn from_tag(tag: &str) -> Option<Sink> {
+        Sink::ALL.into_iter().find(|s| s.tag() == tag)
+    }
+}
+
 /// The parent's runtime: the pools hold sockets registered with it.
 static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
     tokio::runtime::Builder::new_multi_thread()
@@ -247,14 +325,37 @@ static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 /// The parent's databases, installed once per process, and the URL of each available one.
 static SETUP: OnceLock<Vec<(Kind, String)>> = OnceLock::new();
 
-/// The SQLite file of this process's crash test, shared with its children.
-fn sqlite_file() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("sqlx-atomic-crash-{}.db", std::process::id()))
+/// The SQLite file `tag` of this process's crash tests, shared with their children.
+fn sqlite_file(tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("sqlx-atomic-crash-{tag}-{}.db", std::process::id()))
 }
 
-/// Removes the SQLite file and its WAL files.
-fn remove_sqlite_files() {
-    let db = sqlite_file();
+/// The URL of the SQLite file `tag`.
+fn sqlite_url(tag: &str) -> String {
+    format!("sqlite://{}?mode=rwc", sqlite_file(tag).display())
+}
+
+/// Creates the SQLite file `tag` afresh, in WAL mode.
+async fn create_sqlite_file(tag: &str) {
+    use sqlx::{ConnectOptions, Connection};
+    use std::str::FromStr;
+    remove_sqlite_files(tag);
+    // WAL is switched on once, by one connection, before any pool opens the file (switching
+    // takes a lock that busy_timeout does not wait for); the file keeps it.
+    sqlx::sqlite::SqliteConnectOptions::from_str(&sqlite_url(tag))
+        .expect("sqlite url")
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .connect()
+        .await
+        .expect("creating a crash test's SQLite file")
+        .close()
+        .await
+        .expect("closing the WAL setup connection");
+}
+
+/// Removes the SQLite file `tag` and its WAL files.
+fn remove_sqlite_files(tag: &str) {
+    let db = sqlite_file(tag);
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let mut name = db.clone().into_os_string();
         name.push(suffix);
@@ -267,24 +368,18 @@ fn remove_sqlite_files() {
 fn setup(kind: Kind) -> Option<String> {
     let available = SETUP.get_or_init(|| {
         RT.block_on(async {
-            use sqlx::{ConnectOptions, Connection};
-            use std::str::FromStr;
-            // A file of its own: the outbox table is one per database.
-            remove_sqlite_files();
-            let url = format!("sqlite://{}?mode=rwc", sqlite_file().display());
-            // WAL is switched on once, by one connection, before any pool opens the file
-            // (switching takes a lock that busy_timeout does not wait for); the file keeps it.
-            sqlx::sqlite::SqliteConnectOptions::from_str(&url)
-                .expect("sqlite url")
-                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                .connect()
-                .await
-                .expect("creating the crash tests' SQLite file")
-                .close()
-                .await
-                .expect("closing the WAL setup connection");
+            // A file of its own: the outbox table is one per database. Each broker mode has a
+            // file of its own too. The files are created when their tests start (the pools
+            // connect on first use), so that a filtered run leaves none behind.
+            let url = sqlite_url(SQLITE_TAG);
             let mut dbs =
                 Databases::new().add(Kind::Sqlite.alias(), Kind::Sqlite.database(&url, POOL));
+            for sink in Sink::ALL {
+                dbs = dbs.add(
+                    sink.alias(),
+                    Kind::Sqlite.database(&sqlite_url(sink.tag()), POOL),
+                );
+            }
             let mut available = vec![(Kind::Sqlite, url)];
             for kind in [Kind::Postgres, Kind::MySql] {
                 if let Some(url) = kind.server_url().await {
@@ -382,14 +477,15 @@ impl Tables {
     }
 }
 
-/// A run's table suffix: the process and the time, so that runs never share a table.
-fn unique_suffix(kind: Kind) -> String {
+/// A run's table suffix: the process and the time, so that runs never share a table (nor a
+/// broker's stream, queue or subject).
+fn unique_suffix(alias: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     format!(
         "{}_{}_{nanos}",
-        kind.alias().trim_start_matches("crash_"),
+        alias.trim_start_matches("crash_"),
         std::process::id()
     )
 }
@@ -406,11 +502,13 @@ fn order_of(job: &Job) -> Result<i64, BoxError> {
     })
 }
 
-/// What a child runs: orders with durable jobs, or with plain on_commit hooks.
+/// What a child runs: orders with durable jobs (applied in the process, or published to a
+/// broker), or with plain on_commit hooks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Durable,
     Plain,
+    Broker(Sink),
 }
 
 impl Mode {
@@ -418,6 +516,7 @@ impl Mode {
         match self {
             Mode::Durable => "durable",
             Mode::Plain => "plain",
+            Mode::Broker(sink) => sink.tag(),
         }
     }
 }
@@ -509,15 +608,16 @@ fn seed() -> u64 {
         })
 }
 
-/// The kill points of the rounds: one of each kind, the rest random, shuffled.
-fn schedule(seed: u64, kind: Kind) -> Vec<KillAt> {
-    let mut rng = XorShift::new(seed ^ (kind as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407));
+/// The kill points of `rounds` rounds of the test numbered `test`: one of each kind, the rest
+/// random, shuffled.
+fn schedule(seed: u64, test: u64, rounds: usize) -> Vec<KillAt> {
+    let mut rng = XorShift::new(seed ^ (test + 1).wrapping_mul(0xA24B_AED4_963E_E407));
     let pick = |which: u64, rng: &mut XorShift| match which {
         0 => KillAt::Early(rng.between(0, 2)),
         1 => KillAt::AfterCommit(rng.between(5, 120)),
         _ => KillAt::MidDelivery(rng.between(1, 60)),
     };
-    let mut points: Vec<KillAt> = (0..ROUNDS as u64)
+    let mut points: Vec<KillAt> = (0..rounds as u64)
         .map(|i| {
             let which = if i < 3 { i } else { rng.next() % 3 };
             pick(which, &mut rng)
@@ -1024,9 +1124,12 @@ macro_rules! crash_suite {
                     return;
                 };
                 let seed = seed();
-                let points = schedule(seed, K);
-                let suffix = unique_suffix(K);
+                let points = schedule(seed, K as u64, ROUNDS);
+                let suffix = unique_suffix(K.alias());
                 let t = Tables::new(&suffix);
+                if K == Kind::Sqlite {
+                    RT.block_on(create_sqlite_file(SQLITE_TAG));
+                }
                 RT.block_on(prepare(&t));
 
                 let durable_rounds: Vec<Round> = points
@@ -1052,7 +1155,7 @@ macro_rules! crash_suite {
                 RT.block_on(cleanup(&t));
                 if K == Kind::Sqlite {
                     RT.block_on(pool().close());
-                    remove_sqlite_files();
+                    remove_sqlite_files(SQLITE_TAG);
                 }
             }
         }
@@ -1062,3 +1165,635 @@ macro_rules! crash_suite {
 crash_suite!(sqlite, sqlx::Sqlite, Kind::Sqlite);
 crash_suite!(postgres, sqlx::Postgres, Kind::Postgres);
 crash_suite!(mysql, sqlx::MySql, Kind::MySql);
+
+/// The broker modes, on SQLite: the same kills of a child committing orders with durable jobs,
+/// its relay publishing each job to a broker (a Redis stream, a RabbitMQ queue, a NATS JetStream
+/// stream) instead of applying it; then a relay in the parent publishes what is left, and the
+/// parent reads everything back from the broker with the broker's own client.
+mod broker {
+    use super::*;
+    use futures::StreamExt;
+    use sqlx_atomic::outbox::brokers::{Amqp, JetStream, RedisStream, async_nats, lapin, redis};
+    use sqlx_atomic::outbox::{Deliver, DeliverFuture};
+
+    type DB = sqlx::Sqlite;
+    /// This module's child test, as the harness names it.
+    const CHILD: &str = "broker::child";
+    /// How long the parent waits for each message as it reads a queue or a stream back.
+    const READ_LIMIT: Duration = Duration::from_secs(30);
+
+    fn pool(sink: Sink) -> sqlx::SqlitePool {
+        sqlx_atomic::pool::<DB>(sink.alias()).expect("the broker mode's alias is installed")
+    }
+
+    async fn exec(sink: Sink, sql: &str) {
+        sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+            .execute(&pool(sink))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    async fn count(sink: Sink, sql: &str, job: &str) -> i64 {
+        sqlx::query_scalar::<DB, i64>(AssertSqlSafe(sql.to_owned()))
+            .bind(job.to_owned())
+            .fetch_one(&pool(sink))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The run's Redis stream, RabbitMQ exchange and queue, NATS stream and subject prefix.
+    fn broker_name(suffix: &str) -> String {
+        format!("sqlx_atomic_crash_{suffix}")
+    }
+
+    /// The adapter publishing the run's jobs to `sink`.
+    fn adapter(sink: Sink, name: &str) -> Box<dyn Deliver> {
+        let url = sink.url();
+        let adapter: Result<Box<dyn Deliver>, _> = match sink {
+            Sink::Redis => RedisStream::new(url, name).map(|a| Box::new(a) as Box<dyn Deliver>),
+            Sink::Amqp => Amqp::new(url, name).map(|a| Box::new(a) as Box<dyn Deliver>),
+            Sink::Nats => JetStream::new(url, name).map(|a| Box::new(a) as Box<dyn Deliver>),
+        };
+        adapter.unwrap_or_else(|e| panic!("the {} adapter: {e}", sink.name()))
+    }
+
+    /// A broker adapter that, in the child, reports each delivery as it starts and once the
+    /// broker acknowledged it: the parent's kill points.
+    struct Publish {
+        adapter: Box<dyn Deliver>,
+        report: bool,
+    }
+
+    impl Deliver for Publish {
+        fn deliver<'a>(&'a self, job: &'a Job) -> DeliverFuture<'a> {
+            Box::pin(async move {
+                let order = order_of(job)?;
+                if self.report {
+                    say("delivering", order);
+                }
+                self.adapter.deliver(job).await?;
+                if self.report {
+                    say("applied", order);
+                }
+                Ok(())
+            })
+        }
+    }
+
+    /// Places order `id` with its job, rolling it back on purpose when it is one of the
+    /// rejected; reports the outcome.
+    async fn place(sink: Sink, t: &Tables, id: i64) {
+        let db = Handle::<DB>::new(sink.alias());
+        let insert = format!("INSERT INTO {} (id) VALUES (?)", t.orders);
+        let r = Atomic::new()
+            .using(sink.alias())
+            .run(async {
+                sqlx::query(AssertSqlSafe(insert))
+                    .bind(id)
+                    .execute(&db)
+                    .await?;
+                outbox::enqueue(t.job.clone(), &serde_json::json!({ "order": id }))
+                    .using(sink.alias())
+                    .await?;
+                if is_rejected(id) {
+                    return Err(Outcome::Rejected);
+                }
+                Ok(())
+            })
+            .await;
+        match r {
+            Ok(()) => say("committed", id),
+            Err(Outcome::Rejected) => say("rolledback", id),
+            Err(Outcome::Failed(e)) => panic!("order {id} failed: {e}"),
+        }
+    }
+
+    /// The child process: runs only when the parent started it (with its variables).
+    #[test]
+    #[ignore = "the child process of the broker crash tests, which start it"]
+    fn child() {
+        let Ok(mode) = std::env::var(CHILD_ENV) else {
+            return;
+        };
+        let sink = Sink::from_tag(&mode).unwrap_or_else(|| panic!("unknown child mode {mode:?}"));
+        let var =
+            |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("the child needs {name}"));
+        let url = var(URL_ENV);
+        let suffix = var(TABLES_ENV);
+        let t = Tables::new(&suffix);
+        let round: i64 = var(ROUND_ENV).parse().expect("a round number");
+        let base = (round + 1) * ROUND_IDS;
+        child_runtime().block_on(async {
+            Databases::new()
+                .add(sink.alias(), Kind::Sqlite.database(&url, POOL))
+                .install()
+                .expect("installing the child's database");
+            let publish = Publish {
+                adapter: adapter(sink, &broker_name(&suffix)),
+                report: true,
+            };
+            let relay = Relay::new(sink.alias(), publish).lease(LEASE).spawn();
+            say("ready", 0);
+            for id in base..base + MAX_ORDERS {
+                place(sink, &t, id).await;
+            }
+            relay.stop().await;
+        });
+    }
+
+    /// The parent's client of a broker.
+    enum Client {
+        Redis(redis::aio::MultiplexedConnection),
+        Amqp(lapin::Connection, lapin::Channel),
+        Nats(async_nats::jetstream::Context),
+    }
+
+    /// The parent's client of `sink` when the broker answers within 10 s. When it does not:
+    /// under `CI=true` a panic; otherwise `None`, after saying loudly (past the harness's
+    /// capture) that the test is skipped.
+    async fn connect(sink: Sink) -> Option<Client> {
+        let url = sink.url();
+        let connect = async {
+            match sink {
+                Sink::Redis => {
+                    let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+                    let con = client
+                        .get_multiplexed_async_connection()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(Client::Redis(con))
+                }
+                Sink::Amqp => {
+                    let connection =
+                        lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    let channel = connection
+                        .create_channel()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(Client::Amqp(connection, channel))
+                }
+                Sink::Nats => {
+                    let client = async_nats::connect(url.as_str())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(Client::Nats(async_nats::jetstream::new(client)))
+                }
+            }
+        };
+        let why = match tokio::time::timeout(Duration::from_secs(10), connect).await {
+            Ok(Ok(client)) => return Some(client),
+            Ok(Err(e)) => e,
+            Err(_) => "no answer within 10 s".to_owned(),
+        };
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!(
+                "CI=true and the {} broker does not answer ({why}); set {} or start it \
+                 (.ci/brokers)",
+                sink.name(),
+                sink.env()
+            );
+        }
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** sqlx-atomic crash tests: SKIPPING the {} mode, whose broker does not answer \
+             (set {} to a reachable URL or run .ci/brokers; tried it and got: {why}) ***\n",
+            sink.name(),
+            sink.env()
+        );
+        None
+    }
+
+    /// The run's objects on a broker, created, and removed when dropped (the test failed or
+    /// not).
+    struct Objects {
+        client: Client,
+        name: String,
+    }
+
+    impl Objects {
+        /// Creates what the adapter publishes to: nothing for Redis (`XADD` creates the
+        /// stream); a durable topic exchange and a durable queue bound to all of its messages
+        /// for RabbitMQ (the publication is mandatory: it must reach a queue); a stream
+        /// capturing the run's subjects for NATS.
+        async fn create(client: Client, name: String) -> Self {
+            use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+            use lapin::types::FieldTable;
+            match &client {
+                Client::Redis(_) => {}
+                Client::Amqp(_, channel) => {
+                    channel
+                        .exchange_declare(
+                            name.as_str().into(),
+                            lapin::ExchangeKind::Topic,
+                            ExchangeDeclareOptions {
+                                durable: true,
+                                ..ExchangeDeclareOptions::default()
+                            },
+                            FieldTable::default(),
+                        )
+                        .await
+                        .expect("declaring the run's exchange");
+                    channel
+                        .queue_declare(
+                            name.as_str().into(),
+                            QueueDeclareOptions {
+                                durable: true,
+                                ..QueueDeclareOptions::default()
+                            },
+                            FieldTable::default(),
+                        )
+                        .await
+                        .expect("declaring the run's queue");
+                    channel
+                        .queue_bind(
+                            name.as_str().into(),
+                            name.as_str().into(),
+                            "#".into(),
+                            QueueBindOptions::default(),
+                            FieldTable::default(),
+                        )
+                        .await
+                        .expect("binding the run's queue");
+                }
+                Client::Nats(js) => {
+                    js.create_stream(async_nats::jetstream::stream::Config {
+                        name: name.clone(),
+                        subjects: vec![format!("{name}.>")],
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("creating the run's stream");
+                }
+            }
+            Objects { client, name }
+        }
+
+        /// Every message the broker holds, as `(delivery id, order id)`, duplicates included.
+        async fn read_all(&mut self) -> Vec<(String, i64)> {
+            let order = |payload: &[u8]| -> i64 {
+                let v: serde_json::Value = serde_json::from_slice(payload).expect("JSON");
+                v["order"].as_i64().expect("an order id")
+            };
+            let name = self.name.as_str();
+            match &mut self.client {
+                Client::Redis(con) => {
+                    let entries: redis::streams::StreamRangeReply =
+                        redis::AsyncCommands::xrange_all(con, name)
+                            .await
+                            .expect("reading the run's stream");
+                    entries
+                        .ids
+                        .iter()
+                        .map(|e| {
+                            let id: String = e.get("delivery_id").expect("a delivery_id field");
+                            let payload: String = e.get("payload").expect("a payload field");
+                            (id, order(payload.as_bytes()))
+                        })
+                        .collect()
+                }
+                Client::Amqp(_, channel) => {
+                    use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+                    use lapin::types::FieldTable;
+                    // Confirmed means enqueued: the queue holds every publication.
+                    let ready = channel
+                        .queue_declare(
+                            name.into(),
+                            QueueDeclareOptions {
+                                passive: true,
+                                ..QueueDeclareOptions::default()
+                            },
+                            FieldTable::default(),
+                        )
+                        .await
+                        .expect("the run's queue")
+                        .message_count();
+                    let mut consumer = channel
+                        .basic_consume(
+                            name.into(),
+                            "".into(),
+                            BasicConsumeOptions {
+                                no_ack: true,
+                                ..BasicConsumeOptions::default()
+                            },
+                            FieldTable::default(),
+                        )
+                        .await
+                        .expect("consuming the run's queue");
+                    let mut out = Vec::new();
+                    for i in 0..ready {
+                        let delivery = tokio::time::timeout(READ_LIMIT, consumer.next())
+                            .await
+                            .unwrap_or_else(|_| panic!("message {i} of {ready} not received"))
+                            .expect("the consumer ended")
+                            .expect("a message");
+                        let id = delivery
+                            .properties
+                            .message_id()
+                            .as_ref()
+                            .expect("a message_id")
+                            .to_string();
+                        out.push((id, order(&delivery.data)));
+                    }
+                    out
+                }
+                Client::Nats(js) => {
+                    use async_nats::jetstream::consumer;
+                    let mut stream = js.get_stream(name).await.expect("the run's stream");
+                    let stored = stream
+                        .info()
+                        .await
+                        .expect("the stream's state")
+                        .state
+                        .messages;
+                    let reader = stream
+                        .create_consumer(consumer::pull::Config {
+                            ack_policy: consumer::AckPolicy::Explicit,
+                            ..Default::default()
+                        })
+                        .await
+                        .expect("a consumer of the run's stream");
+                    let mut messages = reader.messages().await.expect("the stream's messages");
+                    let mut out = Vec::new();
+                    for i in 0..stored {
+                        let message = tokio::time::timeout(READ_LIMIT, messages.next())
+                            .await
+                            .unwrap_or_else(|_| panic!("message {i} of {stored} not received"))
+                            .expect("the consumer ended")
+                            .expect("a message");
+                        let id = message
+                            .headers
+                            .as_ref()
+                            .and_then(|h| h.get("Nats-Msg-Id"))
+                            .expect("a Nats-Msg-Id header")
+                            .as_str()
+                            .to_owned();
+                        out.push((id, order(&message.payload)));
+                        message.ack().await.expect("acknowledging a message");
+                    }
+                    out
+                }
+            }
+        }
+
+        /// Removes the run's objects from the broker; says on stderr what could not be
+        /// removed (a failed test is already failing, and must not panic again).
+        async fn remove(&mut self) {
+            use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+            let name = self.name.as_str();
+            let failed: Vec<String> = match &mut self.client {
+                Client::Redis(con) => {
+                    let r: Result<usize, _> = redis::AsyncCommands::del(con, name).await;
+                    r.err()
+                        .map(|e| format!("the stream: {e}"))
+                        .into_iter()
+                        .collect()
+                }
+                Client::Amqp(connection, channel) => {
+                    let queue = channel
+                        .queue_delete(name.into(), QueueDeleteOptions::default())
+                        .await
+                        .err()
+                        .map(|e| format!("the queue: {e}"));
+                    let exchange = channel
+                        .exchange_delete(name.into(), ExchangeDeleteOptions::default())
+                        .await
+                        .err()
+                        .map(|e| format!("the exchange: {e}"));
+                    let _ = connection.close(200, "done".into()).await;
+                    queue.into_iter().chain(exchange).collect()
+                }
+                Client::Nats(js) => js
+                    .delete_stream(name)
+                    .await
+                    .err()
+                    .map(|e| format!("the stream: {e}"))
+                    .into_iter()
+                    .collect(),
+            };
+            for what in failed {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "sqlx-atomic crash tests: could not remove {what} ({name})"
+                );
+            }
+        }
+    }
+
+    impl Drop for Objects {
+        fn drop(&mut self) {
+            RT.block_on(self.remove());
+        }
+    }
+
+    async fn prepare(sink: Sink, t: &Tables) {
+        outbox::create_table(sink.alias())
+            .await
+            .expect("creating the outbox table");
+        for stmt in t.create() {
+            exec(sink, &stmt).await;
+        }
+    }
+
+    /// A relay in a new process (this one) publishes what the killed children left, until no
+    /// job of the run is pending.
+    async fn drain(sink: Sink, t: &Tables, name: &str) {
+        let publish = Publish {
+            adapter: adapter(sink, name),
+            report: false,
+        };
+        let relay = Relay::new(sink.alias(), publish).lease(LEASE);
+        let deadline = Instant::now() + DRAIN_LIMIT;
+        loop {
+            let handled = relay.run_once().await.expect("the final relay");
+            let pending = count(
+                sink,
+                "SELECT COUNT(*) FROM sqlx_atomic_outbox WHERE name = ? AND state = 0",
+                &t.job,
+            )
+            .await;
+            if handled == 0 && pending == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{pending} jobs still pending {DRAIN_LIMIT:?} after the last kill"
+            );
+            if handled == 0 {
+                // The rest is held by a killed relay until its SQLite lease runs out.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// What a broker mode left, checked.
+    #[derive(Debug)]
+    struct Published {
+        committed: usize,
+        lost: usize,
+        messages: usize,
+        unique: usize,
+    }
+
+    async fn check(sink: Sink, t: &Tables, objects: &mut Objects) -> Published {
+        let committed: BTreeSet<i64> =
+            sqlx::query_scalar::<DB, i64>(AssertSqlSafe(format!("SELECT id FROM {}", t.orders)))
+                .fetch_all(&pool(sink))
+                .await
+                .expect("reading the run's orders")
+                .into_iter()
+                .collect();
+        let rejected: Vec<&i64> = committed.iter().filter(|id| is_rejected(**id)).collect();
+        assert!(
+            rejected.is_empty(),
+            "rolled-back orders are in the table: {rejected:?}"
+        );
+
+        // The jobs exist exactly for the committed orders, one each, all delivered.
+        let mut job_of: BTreeMap<i64, String> = BTreeMap::new();
+        let jobs = sqlx::query_as::<DB, (String, String)>(AssertSqlSafe(
+            "SELECT delivery_id, payload FROM sqlx_atomic_outbox WHERE name = ?",
+        ))
+        .bind(t.job.clone())
+        .fetch_all(&pool(sink))
+        .await
+        .expect("reading the run's jobs");
+        for (delivery_id, payload) in jobs {
+            let v: serde_json::Value = serde_json::from_str(&payload).expect("JSON");
+            let order = v["order"].as_i64().expect("an order id");
+            if let Some(other) = job_of.insert(order, delivery_id.clone()) {
+                panic!("order {order} has two jobs: {other} and {delivery_id}");
+            }
+        }
+        same_ids(
+            "the orders with a job (the committed ones, none rolled back)",
+            &job_of.keys().copied().collect(),
+            &committed,
+        );
+        let undelivered = count(
+            sink,
+            "SELECT COUNT(*) FROM sqlx_atomic_outbox WHERE name = ? AND state <> 1",
+            &t.job,
+        )
+        .await;
+        assert_eq!(undelivered, 0, "jobs left undelivered or dead-lettered");
+
+        // Every message is a committed order's job, under that job's delivery id; each job
+        // reached the broker at least once.
+        let messages = objects.read_all().await;
+        let mut reached: BTreeMap<i64, &str> = BTreeMap::new();
+        for (delivery_id, order) in &messages {
+            assert!(
+                !is_rejected(*order),
+                "rolled-back order {order} reached the broker"
+            );
+            assert_eq!(
+                job_of.get(order),
+                Some(delivery_id),
+                "order {order} reached the broker under a delivery id not its job's"
+            );
+            reached.insert(*order, delivery_id);
+        }
+        let lost = committed
+            .iter()
+            .filter(|o| !reached.contains_key(o))
+            .count();
+        same_ids(
+            &format!("the orders whose job reached the {}", sink.name()),
+            &reached.keys().copied().collect(),
+            &committed,
+        );
+        let unique: BTreeSet<&String> = messages.iter().map(|(id, _)| id).collect();
+        Published {
+            committed: committed.len(),
+            lost,
+            messages: messages.len(),
+            unique: unique.len(),
+        }
+    }
+
+    fn print_report(sink: Sink, seed: u64, rounds: &[Round], p: &Published) {
+        let name = format!("SQLite -> {}", sink.name());
+        let mut out =
+            format!("\n[{name}] seed {seed} ({SEED_ENV}={seed} replays these kill points)\n");
+        for (i, r) in rounds.iter().enumerate() {
+            out.push_str(&format!(
+                "[{name}] outbox round {i}: killed {}: {} orders committed, {} publications started\n",
+                r.kill, r.committed, r.delivering
+            ));
+        }
+        let by = match sink {
+            Sink::Redis => "its field `delivery_id`",
+            Sink::Amqp => "its `message_id`",
+            Sink::Nats => {
+                "its `Nats-Msg-Id` (JetStream itself drops a duplicate within its window)"
+            }
+        };
+        out.push_str(&format!(
+            "[{name}] outbox lost {} of {} jobs; {} messages of {} unique deliveries: {} \
+             duplicates, each told apart by {by}\n",
+            p.lost,
+            p.committed,
+            p.messages,
+            p.unique,
+            p.messages - p.unique
+        ));
+        println!("{out}");
+    }
+
+    /// Kills a child publishing its committed orders' jobs to `sink` at varied points, several
+    /// times, then lets one relay finish: every committed order's job reaches the broker at
+    /// least once, no rolled-back order's ever does, under the job's delivery id.
+    fn sigkill_loses_no_job_on_the_way_to(sink: Sink) {
+        // Installs the databases, the broker modes' among them.
+        assert!(setup(Kind::Sqlite).is_some(), "SQLite is always available");
+        let Some(client) = RT.block_on(connect(sink)) else {
+            return;
+        };
+        let seed = seed();
+        let points = schedule(seed, 3 + sink as u64, BROKER_ROUNDS);
+        let suffix = unique_suffix(sink.alias());
+        let t = Tables::new(&suffix);
+        let url = sqlite_url(sink.tag());
+        let mut objects = RT.block_on(async {
+            create_sqlite_file(sink.tag()).await;
+            prepare(sink, &t).await;
+            Objects::create(client, broker_name(&suffix)).await
+        });
+
+        let rounds: Vec<Round> = points
+            .iter()
+            .enumerate()
+            .map(|(i, kill)| crash_round(CHILD, Mode::Broker(sink), &url, &suffix, i, *kill))
+            .collect();
+        let published = RT.block_on(async {
+            drain(sink, &t, &objects.name).await;
+            check(sink, &t, &mut objects).await
+        });
+        print_report(sink, seed, &rounds, &published);
+        assert_eq!(published.lost, 0, "the outbox lost committed jobs");
+        assert!(
+            published.committed > 0,
+            "no order was committed before the kills"
+        );
+        drop(objects);
+        RT.block_on(pool(sink).close());
+        remove_sqlite_files(sink.tag());
+    }
+
+    #[test]
+    fn sigkill_loses_no_job_on_the_way_to_a_redis_stream() {
+        sigkill_loses_no_job_on_the_way_to(Sink::Redis);
+    }
+
+    #[test]
+    fn sigkill_loses_no_job_on_the_way_to_a_rabbitmq_queue() {
+        sigkill_loses_no_job_on_the_way_to(Sink::Amqp);
+    }
+
+    #[test]
+    fn sigkill_loses_no_job_on_the_way_to_nats_jetstream() {
+        sigkill_loses_no_job_on_the_way_to(Sink::Nats);
+    }
+}
