@@ -54,6 +54,8 @@ env SQLX_ATOMIC_PAIRED_ROUNDS="$ROUNDS" SQLX_ATOMIC_BENCH_TEST_WITH_BEGIN=1 \
   SQLX_ATOMIC_PAIRED_ONLY=pgbouncer/ cargo bench -q --all-features --bench pooling 2>/dev/null
 echo "== 10. read replicas"
 env SQLX_ATOMIC_PAIRED_ROUNDS="$ROUNDS" cargo bench -q --all-features --bench replica 2>/dev/null
+echo "== 11. transactional outbox (PostgreSQL and Redis)"
+cargo bench -q --all-features --bench outbox 2>/dev/null
 echo "== 7. compile time"
 python3 benches/compile_cost/gen.py --runs 5
 echo "== done $(date -u '+%H:%M UTC')"
