@@ -504,7 +504,9 @@ impl<DB: Backend> Handle<DB> {
     /// An `Err` from `f` dooms the block as a failed statement does (docs/semantics.md §3.2):
     /// what `f` sent is not known to the library, so it assumes the worst. `f` must leave the
     /// connection as it found it: no COMMIT, ROLLBACK or session setting of its own. A cancelled
-    /// `f` closes the connection, as a cancelled query does (§7.1).
+    /// `f` closes the connection, as a cancelled query does (§7.1). On an alias in
+    /// transaction-pooling mode ([`Database::transaction_pooling`](crate::Database::transaction_pooling))
+    /// the library cannot make `f`'s statements unnamed: send them with `persistent(false)`.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sqlx_atomic::Error> {

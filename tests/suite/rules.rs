@@ -552,7 +552,9 @@ fn count_on(
     sql: String,
 ) -> futures::future::BoxFuture<'_, Result<i64, sqlx::Error>> {
     Box::pin(async move {
+        // Unnamed: through a transaction pooler the connection is not the library's to guard.
         sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql))
+            .persistent(false)
             .fetch_one(conn)
             .await
     })
