@@ -21,6 +21,16 @@ fn aliases(b: Backend) -> (&'static str, &'static str) {
     }
 }
 
+/// A backend's alias with a pool of one connection.
+fn one(b: Backend) -> &'static str {
+    match b {
+        Backend::Sqlite => "sqlite_one",
+        Backend::Postgres => "pg_one",
+        Backend::MySql => "my_one",
+        _ => unreachable!("the tests here run on SQLite, PostgreSQL and MariaDB"),
+    }
+}
+
 /// Installs `default` and `other` (SQLite) and each backend's aliases; returns the backends whose
 /// server answers.
 fn available() -> &'static [Backend] {
@@ -32,14 +42,19 @@ fn available() -> &'static [Backend] {
                 .add("default", common::sqlite_db("first_contact", 4).await)
                 .add("other", common::sqlite_db("first_contact_other", 4).await)
                 .add(small, common::sqlite_db("first_contact_small", 2).await)
-                .add(hooks, common::sqlite_db("first_contact", 4).await);
+                .add(hooks, common::sqlite_db("first_contact", 4).await)
+                .add(
+                    one(Backend::Sqlite),
+                    common::sqlite_db("first_contact_one", 1).await,
+                );
             let mut available = vec![Backend::Sqlite];
             for b in [Backend::Postgres, Backend::MySql] {
                 if let Some(url) = common::server_url(b).await {
                     let (small, hooks) = aliases(b);
                     dbs = dbs
                         .add(small, common::server_db(b, &url, 2))
-                        .add(hooks, common::server_db(b, &url, 4));
+                        .add(hooks, common::server_db(b, &url, 4))
+                        .add(one(b), common::server_db(b, &url, 1));
                     available.push(b);
                 }
             }
@@ -358,33 +373,46 @@ macro_rules! pool_suite {
                         .unwrap();
                     common::settle::<DB>(alias).await;
 
-                    // In a block, after a query, the other connection taken: the pool could
-                    // only wait for a connection this task must give back first.
+                    // In a block, after a query, the other connection taken: another task
+                    // may give one back, so the pool is returned (with a warning in the log).
                     let taken = pool.acquire().await.unwrap();
-                    let e = Atomic::new()
+                    Atomic::new()
                         .using(alias)
                         .run(async {
                             select_1(alias).await?;
                             assert_eq!((pool.size(), pool.num_idle()), (2, 0));
-                            let e = sqlx_atomic::pool::<DB>(alias)
-                                .expect_err("the task holds one of 2 connections");
-                            // The block goes on: the error is `pool()`'s alone.
-                            select_1(alias).await?;
-                            Ok::<_, Error>(e)
+                            sqlx_atomic::pool::<DB>(alias).expect("another task may free one");
+                            Ok::<_, Error>(())
                         })
                         .await
                         .unwrap();
                     drop(taken);
+                    common::settle::<DB>(alias).await;
+
+                    // A pool of one, held by this task's block: nothing can ever free another.
+                    let single = crate::one(B);
+                    let e = Atomic::new()
+                        .using(single)
+                        .run(async {
+                            select_1(single).await?;
+                            let e = sqlx_atomic::pool::<DB>(single)
+                                .expect_err("the task holds the pool's only connection");
+                            // The block goes on: the error is `pool()`'s alone.
+                            select_1(single).await?;
+                            Ok::<_, Error>(e)
+                        })
+                        .await
+                        .unwrap();
                     assert!(
-                        matches!(e.kind(), ErrorKind::PoolHeldByTask { max_connections: 2 }),
+                        matches!(e.kind(), ErrorKind::PoolHeldByTask { max_connections: 1 }),
                         "{e}"
                     );
-                    assert_eq!(e.alias(), Some(alias));
+                    assert_eq!(e.alias(), Some(single));
                     assert_eq!(
                         e.to_string(),
                         format!(
-                            "database `{alias}`: `pool()` was called while this task holds one \
-                             of the alias's connections (in an atomic block) and all 2 \
+                            "database `{single}`: `pool()` was called while this task holds one \
+                             of the alias's connections (in an atomic block) and all 1 \
                              connections of the pool are in use: a query through the pool would \
                              wait for a second connection while holding the first, which \
                              deadlocks once every task does the same; query through the ambient \

@@ -129,10 +129,10 @@ pub enum ErrorKind {
         /// when the server answers and every connection of the pool was in use.
         cause: Option<String>,
     },
-    /// [`pool`](crate::pool) was called by a task that holds a connection of the alias (in an
-    /// atomic block, after its first query) while the pool has no idle connection and is at its
-    /// maximum size: a query through the pool would wait for a second connection that only
-    /// another task can give back, and when every task does the same, none ever does.
+    /// [`pool`](crate::pool) was called by a task that holds the only connection of the alias's
+    /// pool (in an atomic block, after its first query): a query through the pool would wait for
+    /// a second connection that nothing can give back. (With a larger, full pool, `pool` logs
+    /// this as a warning instead.)
     PoolHeldByTask {
         /// The pool's `max_connections`.
         max_connections: u32,

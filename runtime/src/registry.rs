@@ -359,12 +359,11 @@ fn edit_distance(a: &[char], b: &[char]) -> usize {
 /// # Errors
 ///
 /// - [`ErrorKind::UnknownAlias`] and [`ErrorKind::WrongBackend`], as for any handle.
-/// - [`ErrorKind::PoolHeldByTask`]: the current task holds a connection of the alias (in a
-///   block, after its first query), and the pool has no idle connection and cannot open another
-///   (it is at its `max_connections`). A query through the pool could only wait for a connection
-///   that another task gives back, which deadlocks when every task does the same; this may
-///   refuse a call that another task's commit would have unblocked a moment later. With an idle
-///   connection, room to open one, or outside any block, the pool is returned.
+/// - [`ErrorKind::PoolHeldByTask`]: the pool has one connection and the current task holds it
+///   (in a block, after its first query): a query through the pool would wait for ever. With a
+///   larger pool that is full while the task holds one of its connections, another task may give
+///   one back in a moment, so the pool is returned and a warning naming the alias is logged
+///   (target `sqlx_atomic`): it deadlocks when every task does the same.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sqlx_atomic::Error> {
@@ -394,12 +393,19 @@ pub fn pool<DB: Backend>(alias: &str) -> Result<Pool<DB>, Error> {
     let pool = entry_pool::<DB>(entry)?;
     let max = pool.options().get_max_connections();
     if pool.num_idle() == 0 && pool.size() >= max && task_holds_connection(entry) {
-        return Err(Error::at(
+        let error = Error::at(
             &entry.name,
             ErrorKind::PoolHeldByTask {
                 max_connections: max,
             },
-        ));
+        );
+        // With one connection, the one this task holds, nothing can ever free another: a
+        // certain deadlock. With more, another task may give one back in a moment (or may be
+        // doing the same): a warning, as refusing would fail ordinary calls under load.
+        if max <= 1 {
+            return Err(error);
+        }
+        tracing::warn!(target: "sqlx_atomic", error = %error, "pool() may deadlock");
     }
     Ok(pool)
 }
