@@ -49,7 +49,7 @@
 //!         async move {
 //!             let payload: serde_json::Value = job.payload()?;
 //!             tx.send((job.delivery_id.clone(), payload["order"].as_i64()))?;
-//!             Ok(())
+//!             Ok::<_, sqlx_atomic::BoxError>(())
 //!         }
 //!     }),
 //! );

@@ -114,7 +114,7 @@ type Handler = Arc<dyn Fn(Job) -> DeliverFuture<'static> + Send + Sync>;
 /// use sqlx_atomic::outbox::{Handlers, Job};
 /// let handlers = Handlers::new().on("send_receipt", |job: Job| async move {
 ///     println!("receipt for {}", job.payload);
-///     Ok(())
+///     Ok::<_, sqlx_atomic::BoxError>(())
 /// });
 /// # let _ = handlers;
 /// ```
