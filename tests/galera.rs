@@ -100,6 +100,9 @@ async fn contend(table: &'static str, tasks: u32, calls: u32, nested: bool) -> (
     exec("g1", &format!("INSERT INTO {table} VALUES (1, 0)"))
         .await
         .unwrap();
+    // The row exists on g2 once g2 has applied the INSERT: its workers' first locking read
+    // must find it.
+    assert_eq!(row("g2", table, 1).await, 0);
     static HOOKS: [AtomicU32; 2] = [AtomicU32::new(0), AtomicU32::new(0)];
     static ATTEMPTS: [AtomicU32; 2] = [AtomicU32::new(0), AtomicU32::new(0)];
     let hooks = &HOOKS[usize::from(nested)];
