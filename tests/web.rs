@@ -421,23 +421,7 @@ fn routes(alias: &'static str) -> Router {
 
 /// A statement that fails on every backend (NOT NULL violation).
 async fn insert_null(alias: &str, table: &str) -> Result<(), Error> {
-    let sql = AssertSqlSafe(format!("INSERT INTO {table} (v) VALUES (NULL)"));
-    match alias {
-        "sqlite" => {
-            sqlx::query(sql)
-                .execute(sqlx_atomic::sqlite("sqlite"))
-                .await?;
-        }
-        "pg" | "pgb" => {
-            sqlx::query(sql)
-                .execute(sqlx_atomic::postgres(alias.to_owned()))
-                .await?;
-        }
-        _ => {
-            sqlx::query(sql).execute(sqlx_atomic::mysql("my")).await?;
-        }
-    }
-    Ok(())
+    exec(alias, format!("INSERT INTO {table} (v) VALUES (NULL)")).await
 }
 
 /// How the layer is applied.
