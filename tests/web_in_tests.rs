@@ -96,7 +96,7 @@ macro_rules! in_tests_suite {
             }
 
             #[test]
-            fn rule_10_3_a_request_from_a_test_runs_in_its_transaction() {
+            fn rule_10_4_a_request_from_a_test_runs_in_its_transaction() {
                 common::run(B, |fx: Fx| async move {
                     testing::rollback_after([B.alias()], async {
                         let (status, hooks) = testing::capture_on_commit(B.alias(), false, async {
