@@ -44,23 +44,12 @@ macro_rules! locked {
             return Ok(0);
         }
         let outcomes = relay.deliver_all(alias, jobs).await;
-        let delivered: Vec<i64> = outcomes
-            .iter()
-            .filter(|(_, r)| r.is_ok())
-            .map(|(j, _)| j.id)
-            .collect();
-        if !delivered.is_empty() {
-            let ids = delivered.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
-            sqlx::query(AssertSqlSafe(format!(
-                "UPDATE sqlx_atomic_outbox SET state = {}, attempts = attempts + 1, \
-                 delivered_at = {} WHERE id IN ({ids})",
-                sql::DELIVERED,
-                now_ms()
-            )))
-            .persistent(false)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
+        if let Some(mark) = delivered_sql(&outcomes) {
+            sqlx::query(AssertSqlSafe(mark))
+                .persistent(false)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
         }
         for (job, result) in &outcomes {
             if let Err(e) = result {
@@ -90,6 +79,24 @@ macro_rules! locked {
         relay.count(alias, &outcomes);
         Ok(outcomes.len())
     }};
+}
+
+/// The one UPDATE that marks every delivered job of a batch, if any was.
+fn delivered_sql(outcomes: &[(Job, Result<(), String>)]) -> Option<String> {
+    let ids: Vec<String> = outcomes
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(j, _)| j.id.to_string())
+        .collect();
+    (!ids.is_empty()).then(|| {
+        format!(
+            "UPDATE sqlx_atomic_outbox SET state = {}, attempts = attempts + 1, delivered_at = {}, \
+             locked_until = 0 WHERE id IN ({})",
+            sql::DELIVERED,
+            now_ms(),
+            ids.join(", ")
+        )
+    })
 }
 
 /// The future of one delivery.
@@ -405,31 +412,29 @@ impl Relay {
             .begin()
             .await
             .map_err(|e| Error::from(e).with_alias(&entry.name))?;
-        for (job, result) in &outcomes {
-            let q = match result {
-                Ok(()) => sqlx::query(
-                    "UPDATE sqlx_atomic_outbox SET state = ?1, attempts = attempts + 1, \
-                     delivered_at = ?2, locked_until = 0 WHERE id = ?3",
-                )
-                .bind(sql::DELIVERED)
-                .bind(now_ms())
-                .bind(job.id),
-                Err(e) => {
-                    let (state, attempts, next) = self.failed(job);
-                    sqlx::query(
-                        "UPDATE sqlx_atomic_outbox SET state = ?1, attempts = ?2, \
-                         next_attempt_at = ?3, last_error = ?4, locked_until = 0 WHERE id = ?5",
-                    )
-                    .bind(state)
-                    .bind(attempts)
-                    .bind(next)
-                    .bind(e.as_str())
-                    .bind(job.id)
-                }
-            };
-            q.execute(&mut *tx)
+        let err = |e: sqlx::Error| Error::from(e).with_alias(&entry.name);
+        if let Some(mark) = delivered_sql(&outcomes) {
+            sqlx::query(AssertSqlSafe(mark))
+                .execute(&mut *tx)
                 .await
-                .map_err(|e| Error::from(e).with_alias(&entry.name))?;
+                .map_err(err)?;
+        }
+        for (job, result) in &outcomes {
+            if let Err(e) = result {
+                let (state, attempts, next) = self.failed(job);
+                sqlx::query(
+                    "UPDATE sqlx_atomic_outbox SET state = ?1, attempts = ?2, \
+                     next_attempt_at = ?3, last_error = ?4, locked_until = 0 WHERE id = ?5",
+                )
+                .bind(state)
+                .bind(attempts)
+                .bind(next)
+                .bind(e.as_str())
+                .bind(job.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+            }
         }
         tx.commit()
             .await
