@@ -316,6 +316,49 @@ macro_rules! outbox_suite {
             }
 
             #[test]
+            fn rule_13_2_a_relay_holding_a_claim_never_blocks_a_writer() {
+                run(|fx| async move {
+                    atomic().run(enqueue("held", 1).into_future()).await.unwrap();
+                    // The handler writes an order with its job and waits for that commit while
+                    // the relay holds its claim. On MySQL/MariaDB a claim taken under REPEATABLE
+                    // READ locks the gap where new jobs go: the writer's INSERT then waits for
+                    // the relay, and the relay's UPDATE for the writer, a deadlock.
+                    let (done_tx, done) = tokio::sync::oneshot::channel();
+                    let fx_in = fx.clone();
+                    let writer = Arc::new(Mutex::new(Some((fx_in, done_tx))));
+                    let relay = Relay::new(
+                        B.alias(),
+                        Handlers::new().on("held", move |_job: Job| {
+                            let (fx, done_tx) = writer.lock().unwrap().take().unwrap();
+                            async move {
+                                let wrote = tokio::spawn(async move {
+                                    atomic()
+                                        .run(async {
+                                            ins(&fx, 2).await?;
+                                            enqueue("later", 2).await
+                                        })
+                                        .await
+                                });
+                                let wrote = tokio::time::timeout(Duration::from_secs(20), wrote)
+                                    .await
+                                    .map_err(|_| std::io::Error::other("the writer is blocked"))?
+                                    .unwrap();
+                                let _ = done_tx.send(wrote);
+                                Ok::<_, std::io::Error>(())
+                            }
+                        }),
+                    )
+                    .only(["held"]);
+                    assert_eq!(relay.run_once().await.unwrap(), 1);
+                    done.await
+                        .expect("the writer is not blocked by the relay's claim")
+                        .expect("the writer commits while the claim is held");
+                    assert_eq!(rows().await, [("held".into(), 1), ("later".into(), 0)]);
+                    assert_eq!(fx.committed().await, [2]);
+                });
+            }
+
+            #[test]
             fn rule_13_2_a_spawned_relay_delivers_soon_after_the_commit() {
                 run(|_fx| async move {
                     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

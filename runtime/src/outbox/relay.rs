@@ -22,12 +22,12 @@ use crate::registry::{AliasEntry, lookup};
 /// jobs until their outcomes are written.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 macro_rules! locked {
-    ($relay:expr, $entry:expr, $pool:expr, $sql:expr, $persistent:expr) => {{
+    ($relay:expr, $entry:expr, $pool:expr, $begin:expr, $sql:expr, $persistent:expr) => {{
         let relay = $relay;
         let entry = $entry;
         let alias = &entry.name;
         let err = |e: sqlx::Error| Error::from(e).with_alias(alias);
-        let mut tx = $pool.begin().await.map_err(err)?;
+        let mut tx = $pool.begin_with($begin).await.map_err(err)?;
         let mut claim = sqlx::query(AssertSqlSafe($sql))
             .persistent($persistent)
             .bind(now_ms());
@@ -80,6 +80,14 @@ macro_rules! locked {
         Ok(outcomes.len())
     }};
 }
+
+/// A claim's transaction is READ COMMITTED whatever the server's default. On MySQL/MariaDB a
+/// locking read under REPEATABLE READ also locks the gaps it scanned, where the INSERT of every
+/// new job goes: writers would wait for the relay's deliveries, and deadlock with its UPDATE.
+#[cfg(feature = "postgres")]
+const CLAIM_BEGIN_PG: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+#[cfg(feature = "mysql")]
+const CLAIM_BEGIN_MYSQL: &str = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; START TRANSACTION";
 
 /// The one UPDATE that marks every delivered job of a batch, if any was.
 fn delivered_sql(outcomes: &[(Job, Result<(), String>)]) -> Option<String> {
@@ -313,13 +321,13 @@ impl Relay {
                 let names = self.names_condition(|n| sql::param(entry.kind, n), 2);
                 let sql = claim_locked_sql(entry.kind, self.batch, &names);
                 let persistent = !entry.db.transaction_pooling;
-                locked!(self, entry, pool, sql, persistent)
+                locked!(self, entry, pool, CLAIM_BEGIN_PG, sql, persistent)
             }
             #[cfg(feature = "mysql")]
             AnyPool::MySql(pool) => {
                 let names = self.names_condition(|n| sql::param(entry.kind, n), 2);
                 let sql = claim_locked_sql(entry.kind, self.batch, &names);
-                locked!(self, entry, pool, sql, true)
+                locked!(self, entry, pool, CLAIM_BEGIN_MYSQL, sql, true)
             }
         }
     }
@@ -632,8 +640,18 @@ pub async fn replay(alias: &str, id: i64) -> Result<bool, Error> {
 pub async fn clean(alias: &str, older_than: Duration) -> Result<u64, Error> {
     let entry = lookup(alias)?;
     let before = now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
+    // On MySQL the next statement's transaction is READ COMMITTED: without gap locks, the DELETE
+    // never waits for a relay's claim nor blocks the INSERT of new jobs (see `CLAIM_BEGIN_MYSQL`).
+    #[cfg(feature = "mysql")]
+    let prefix = match entry.kind {
+        BackendKind::MySql => "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; ",
+        #[allow(unreachable_patterns)] // with MySQL the only backend built
+        _ => "",
+    };
+    #[cfg(not(feature = "mysql"))]
+    let prefix = "";
     let sql = format!(
-        "DELETE FROM sqlx_atomic_outbox WHERE state = {} AND delivered_at < {before}",
+        "{prefix}DELETE FROM sqlx_atomic_outbox WHERE state = {} AND delivered_at < {before}",
         sql::DELIVERED
     );
     execute(entry, sql).await
