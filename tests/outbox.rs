@@ -389,6 +389,51 @@ outbox_suite!(sqlite, sqlx::Sqlite, Backend::Sqlite);
 outbox_suite!(postgres, sqlx::Postgres, Backend::Postgres);
 outbox_suite!(mysql, sqlx::MySql, Backend::MySql);
 
+/// PostgreSQL: a commit that wrote jobs is announced on the outbox channel after the COMMIT, so
+/// that a listener woken by it finds the jobs committed.
+#[test]
+fn rule_13_2_a_postgres_commit_with_jobs_notifies_listeners_after_it() {
+    common::run(Backend::Postgres, |_fx: Fx| async move {
+        let _table = TABLE.lock().await;
+        outbox::create_table("pg").await.unwrap();
+        let pool = sqlx_atomic::pool::<sqlx::Postgres>("pg").unwrap();
+        sqlx::raw_sql("DELETE FROM sqlx_atomic_outbox")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+            .await
+            .unwrap();
+        listener.listen("sqlx_atomic_outbox").await.unwrap();
+        for round in 0..3 {
+            Atomic::new()
+                .using("pg")
+                .run(async {
+                    for i in 0..10 {
+                        outbox::enqueue("announced", &(round * 10 + i))
+                            .using("pg")
+                            .await?;
+                    }
+                    Ok::<_, Error>(())
+                })
+                .await
+                .unwrap();
+            tokio::time::timeout(Duration::from_secs(20), listener.recv())
+                .await
+                .expect("a notification after the commit")
+                .unwrap();
+            // Whatever the listener reads after the notification includes this commit's jobs.
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM sqlx_atomic_outbox WHERE name = 'announced'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            assert!(n >= (round + 1) * 10, "round {round}: {n} jobs visible");
+        }
+    });
+}
+
 /// PostgreSQL: a relay also wakes on another process's commit, through `LISTEN`. The job is
 /// written here as another process would write it (a plain INSERT with its NOTIFY, on a
 /// connection of its own), so that only the notification can wake the relay before its poll.

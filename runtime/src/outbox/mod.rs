@@ -81,13 +81,14 @@ macro_rules! on_pool {
 
 mod relay;
 pub(crate) mod sql;
+mod wake;
 mod write;
 
 use std::borrow::Cow;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -97,9 +98,9 @@ use crate::frame::Frame;
 use crate::hook::{Body, Hook, HookOptions, Ran};
 use crate::registry::lookup;
 use crate::state::HookDisposition;
-use crate::sync::lock;
 
 pub use relay::{Deliver, DeliverFuture, Handlers, Relay, RelayHandle, clean, dead_jobs, replay};
+pub(crate) use wake::{running, wake, waker};
 pub(crate) use write::{jobs, write_on_conn, write_on_pool};
 
 /// A job as a relay delivers it.
@@ -212,7 +213,7 @@ impl Enqueue {
         // Outside any block: written at once, in autocommit, and delivered.
         let job = now.job().expect("a job's hook");
         write_on_pool(entry, vec![job]).await?;
-        wake(&entry.name);
+        wake(&entry.name, Some(&job.name));
         Ok(())
     }
 }
@@ -250,7 +251,7 @@ impl JobBody {
 
 impl Body for JobBody {
     fn call(self: Box<Self>) -> Ran {
-        wake(&self.alias);
+        wake(&self.alias, Some(&self.job.name));
         Ran::Done(Ok(()))
     }
     fn type_name(&self) -> &'static str {
@@ -336,27 +337,6 @@ pub fn stats() -> Stats {
         retried: RETRIED.load(Ordering::Relaxed),
         dead: DEAD.load(Ordering::Relaxed),
     }
-}
-
-/// The in-process wake-ups, per alias: a COMMIT that wrote jobs wakes a relay of its alias at
-/// once, without polling.
-static WAKERS: Mutex<Vec<Waker>> = Mutex::new(Vec::new());
-
-/// An alias and the wake-up of its relays.
-type Waker = (Arc<str>, Arc<tokio::sync::Notify>);
-
-pub(crate) fn waker(alias: &str) -> Arc<tokio::sync::Notify> {
-    let mut w = lock(&WAKERS);
-    if let Some((_, n)) = w.iter().find(|(a, _)| &**a == alias) {
-        return n.clone();
-    }
-    let n = Arc::new(tokio::sync::Notify::new());
-    w.push((Arc::from(alias), n.clone()));
-    n
-}
-
-fn wake(alias: &str) {
-    waker(alias).notify_one();
 }
 
 /// Milliseconds since the Unix epoch.

@@ -480,6 +480,9 @@ impl Relay {
         let task = tokio::spawn(async move {
             let relay = self;
             let wake = waker(&relay.alias);
+            // While it runs, commits of this process leave the jobs it delivers to it, without
+            // a NOTIFY to other processes.
+            let _running = super::running(&relay.alias, &relay.only);
             #[cfg(feature = "postgres")]
             let mut listener = relay.listener().await;
             let mut last_clean = std::time::Instant::now();
@@ -632,11 +635,12 @@ pub async fn replay(alias: &str, id: i64) -> Result<bool, Error> {
         sql::DEAD
     );
     let n = execute(entry, sql).await?;
-    super::wake(&entry.name);
+    super::wake(&entry.name, None);
     Ok(n > 0)
 }
 
-/// Deletes the delivered jobs of `alias` delivered more than `older_than` ago; returns how many.
+/// Deletes the jobs of `alias` delivered `older_than` ago or earlier (all of them with
+/// `Duration::ZERO`); returns how many.
 pub async fn clean(alias: &str, older_than: Duration) -> Result<u64, Error> {
     let entry = lookup(alias)?;
     let before = now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
@@ -651,7 +655,7 @@ pub async fn clean(alias: &str, older_than: Duration) -> Result<u64, Error> {
     #[cfg(not(feature = "mysql"))]
     let prefix = "";
     let sql = format!(
-        "{prefix}DELETE FROM sqlx_atomic_outbox WHERE state = {} AND delivered_at < {before}",
+        "{prefix}DELETE FROM sqlx_atomic_outbox WHERE state = {} AND delivered_at <= {before}",
         sql::DELIVERED
     );
     execute(entry, sql).await

@@ -3,6 +3,7 @@
 use crate::backend::BackendKind;
 
 /// The PostgreSQL channel the outbox notifies after a commit that wrote jobs.
+#[cfg(feature = "postgres")]
 pub(crate) const CHANNEL: &str = "sqlx_atomic_outbox";
 
 /// A job's states.
@@ -18,6 +19,10 @@ pub(crate) const ROW_PARAMS: usize = 6;
 pub(crate) const ROWS_PER_INSERT: usize = 5_000;
 
 /// The statements that create the outbox table and its indexes, in order.
+///
+/// A claim reads the pending jobs in id order and stops at its batch size, so its index holds
+/// the pending jobs in id order (on MySQL, where an index has no condition, all jobs by state
+/// then id): delivered jobs kept for `keep_delivered` are never scanned.
 pub(crate) fn create(kind: BackendKind) -> &'static [&'static str] {
     match kind {
         #[cfg(feature = "sqlite")]
@@ -36,8 +41,9 @@ pub(crate) fn create(kind: BackendKind) -> &'static [&'static str] {
     created_at BIGINT NOT NULL,
     delivered_at BIGINT
 )",
-            "CREATE INDEX IF NOT EXISTS sqlx_atomic_outbox_due ON sqlx_atomic_outbox (state, next_attempt_at, id)",
-            "CREATE INDEX IF NOT EXISTS sqlx_atomic_outbox_key ON sqlx_atomic_outbox (job_key, id)",
+            "CREATE INDEX IF NOT EXISTS sqlx_atomic_outbox_pending ON sqlx_atomic_outbox (id) WHERE state = 0",
+            "CREATE INDEX IF NOT EXISTS sqlx_atomic_outbox_pending_key ON sqlx_atomic_outbox (job_key, id) \
+             WHERE state = 0 AND job_key IS NOT NULL",
         ],
         #[cfg(feature = "postgres")]
         BackendKind::Postgres => &[
@@ -55,8 +61,9 @@ pub(crate) fn create(kind: BackendKind) -> &'static [&'static str] {
     created_at BIGINT NOT NULL,
     delivered_at BIGINT
 )",
-            "CREATE INDEX IF NOT EXISTS sqlx_atomic_outbox_due ON sqlx_atomic_outbox (state, next_attempt_at, id)",
-            "CREATE INDEX IF NOT EXISTS sqlx_atomic_outbox_key ON sqlx_atomic_outbox (job_key, id)",
+            "CREATE INDEX IF NOT EXISTS sqlx_atomic_outbox_pending ON sqlx_atomic_outbox (id) WHERE state = 0",
+            "CREATE INDEX IF NOT EXISTS sqlx_atomic_outbox_pending_key ON sqlx_atomic_outbox (job_key, id) \
+             WHERE state = 0 AND job_key IS NOT NULL",
         ],
         #[cfg(feature = "mysql")]
         BackendKind::MySql => &["CREATE TABLE IF NOT EXISTS sqlx_atomic_outbox (
@@ -72,19 +79,16 @@ pub(crate) fn create(kind: BackendKind) -> &'static [&'static str] {
     last_error TEXT,
     created_at BIGINT NOT NULL,
     delivered_at BIGINT,
-    INDEX sqlx_atomic_outbox_due (state, next_attempt_at, id),
+    INDEX sqlx_atomic_outbox_pending (state, id),
     INDEX sqlx_atomic_outbox_key (job_key, id)
 ) ENGINE=InnoDB"],
     }
 }
 
-/// The INSERT of `rows` jobs, with a NOTIFY in the same statement on PostgreSQL when `notify`.
-pub(crate) fn insert(kind: BackendKind, rows: usize, notify: bool) -> String {
+/// The INSERT of `rows` jobs.
+pub(crate) fn insert(kind: BackendKind, rows: usize) -> String {
     let mut sql = String::with_capacity(128 + rows * 32);
     let pg = is_pg(kind);
-    if pg && notify {
-        sql.push_str("WITH j AS (");
-    }
     sql.push_str(
         "INSERT INTO sqlx_atomic_outbox \
          (delivery_id, name, job_key, payload, next_attempt_at, created_at) VALUES ",
@@ -108,11 +112,6 @@ pub(crate) fn insert(kind: BackendKind, rows: usize, notify: bool) -> String {
             }
         }
         sql.push(')');
-    }
-    if pg && notify {
-        sql.push_str(" RETURNING 1) SELECT pg_notify('");
-        sql.push_str(CHANNEL);
-        sql.push_str("', '') WHERE EXISTS (SELECT 1 FROM j)");
     }
     sql
 }

@@ -44,7 +44,7 @@ pub(crate) async fn write_on_conn(lease: &mut Lease, jobs: Vec<&PendingJob>) -> 
     let persistent = !entry.db.transaction_pooling;
     let name = lease.actx.name().clone();
     for chunk in jobs.chunks(sql::ROWS_PER_INSERT) {
-        let text = sql::insert(entry.kind, chunk.len(), true);
+        let text = sql::insert(entry.kind, chunk.len());
         if lease.actx.recording() {
             lease.actx.record(&text);
         }
@@ -82,7 +82,7 @@ pub(crate) async fn write_on_pool(entry: &AliasEntry, jobs: Vec<&PendingJob>) ->
     }
     let persistent = !entry.db.transaction_pooling;
     for chunk in jobs.chunks(sql::ROWS_PER_INSERT) {
-        let text = sql::insert(entry.kind, chunk.len(), true);
+        let text = sql::insert(entry.kind, chunk.len());
         let result = on_pool!(&entry.db.pool, |p| bound!(
             text,
             chunk.iter().copied(),
