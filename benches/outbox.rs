@@ -16,6 +16,12 @@
 //!    A B B A (`SQLX_ATOMIC_OUTBOX_ROUNDS`, default 3); each side's jobs per second and the median
 //!    per-round ratio outbox / direct are printed. The outbox table is emptied of this run's jobs
 //!    before every run, so that each side starts from the same state.
+//! 4. Where the CPU goes (Linux, servers on this machine): `SQLX_ATOMIC_OUTBOX_CPU_ORDERS`
+//!    (default 8000) orders of each of four kinds, in turn, twice: the order's transaction alone;
+//!    with its job written but no relay running; through the outbox and a relay to Redis (as in
+//!    3a); with the hook's `XADD` (3b). For each, jobs per second and the CPU time per order of
+//!    this process, of the processes named `postgres` and of `redis-server`, read from `/proc`
+//!    before and after the run.
 //!
 //! The bench empties `sqlx_atomic_outbox` before each part: no test or other program may use the
 //! outbox of this database while it runs. Its relays deliver only the job name of this run
@@ -154,13 +160,21 @@ async fn consume(
     }
 }
 
-/// Empties the outbox table (part boundaries) or only this run's jobs (between runs).
+/// Empties the outbox table (part boundaries) or only this run's jobs (between runs), and
+/// vacuums it.
 async fn empty_outbox(pool: &PgPool, job: Option<&str>) {
     let q = match job {
         Some(name) => sqlx::query("DELETE FROM sqlx_atomic_outbox WHERE name = $1").bind(name),
         None => sqlx::query("DELETE FROM sqlx_atomic_outbox"),
     };
     q.execute(pool).await.expect("empty the outbox");
+    // Every run starts from a table without dead rows, whether or not the server runs
+    // autovacuum (the one this bench was written on does not): the relay's updates leave one
+    // dead row version per job, and a claim steps over those still in the pending jobs' index.
+    sqlx::query("VACUUM sqlx_atomic_outbox")
+        .execute(pool)
+        .await
+        .expect("vacuum the outbox");
 }
 
 async fn del_stream(con: &mut redis::aio::MultiplexedConnection, stream: &str) {
@@ -223,8 +237,14 @@ fn print_latency(what: &str, (v, slowest): &(Vec<Duration>, usize)) {
 
 #[derive(Clone, Copy)]
 enum Side {
+    /// A job through the outbox, delivered by a relay to the stream.
     Outbox,
+    /// An `on_commit` hook sending the `XADD`.
     Direct,
+    /// A job written to the outbox, with no relay running: what the order's transaction pays.
+    JobOnly,
+    /// The order's transaction alone.
+    Plain,
 }
 
 struct Throughput {
@@ -258,13 +278,27 @@ impl Throughput {
                             break;
                         }
                         match side {
-                            Side::Outbox => order_outbox(job, run, id).await,
+                            Side::Outbox | Side::JobOnly => order_outbox(job, run, id).await,
                             Side::Direct => order_direct(&con, stream, job, run, id).await,
+                            Side::Plain => Atomic::new()
+                                .run(insert_row(id))
+                                .await
+                                .expect("an order without a job"),
                         }
                     }
                 })
             })
             .collect();
+        if matches!(side, Side::JobOnly | Side::Plain) {
+            // Nothing reaches the stream: timed to the last commit.
+            for w in workers {
+                w.await.unwrap();
+            }
+            let done = t0.elapsed();
+            stop.store(true, Ordering::Relaxed);
+            consumer.await.unwrap();
+            return done;
+        }
         let mut seen = HashSet::new();
         let mut last = t0;
         while (seen.len() as u64) < self.orders {
@@ -283,6 +317,51 @@ impl Throughput {
         consumer.await.unwrap();
         last - t0
     }
+}
+
+/// CPU time (user and system) so far, in clock ticks, of this process (`None`) or of every
+/// process whose command name starts with `comm`; `None` without a readable `/proc`.
+fn cpu_ticks(comm: Option<&str>) -> Option<u64> {
+    let me = std::process::id().to_string();
+    let mut total = 0;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue; // ended meanwhile
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let wanted = match comm {
+            Some(c) => stat[open + 1..close].starts_with(c),
+            None => pid == me,
+        };
+        if !wanted {
+            continue;
+        }
+        // After the command: state, then fields 4 to 13; utime and stime are fields 14 and 15.
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let tick = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        total += tick(11) + tick(12);
+    }
+    Some(total)
+}
+
+/// This process's, PostgreSQL's and Redis's CPU ticks so far.
+fn cpu_now() -> Option<[u64; 3]> {
+    Some([
+        cpu_ticks(None)?,
+        cpu_ticks(Some("postgres"))?,
+        cpu_ticks(Some("redis-server"))?,
+    ])
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -444,6 +523,49 @@ fn main() {
                 total / tb.as_secs_f64(),
                 if med >= 0.8 { "met" } else { "missed" },
             );
+        }
+
+        // 4. Where the CPU goes.
+        let cpu_orders: u64 = common::env_number("SQLX_ATOMIC_OUTBOX_CPU_ORDERS", 8000);
+        if cpu_now().is_some() && cpu_orders > 0 {
+            let bench = Throughput {
+                orders: cpu_orders,
+                ..bench
+            };
+            // Clock ticks per second: 100 on Linux.
+            let tick_ms = 10.0;
+            for _ in 0..2 {
+                for (side, what) in [
+                    (Side::Plain, "order alone"),
+                    (Side::JobOnly, "order + job, no relay"),
+                    (Side::Outbox, "outbox + relay"),
+                    (Side::Direct, "on_commit XADD"),
+                ] {
+                    empty_outbox(&pool, None).await;
+                    let relay = matches!(side, Side::Outbox | Side::Direct).then(|| {
+                        Relay::new("default", RedisStream::new(client.clone(), stream).unwrap())
+                            .only([job])
+                            .spawn()
+                    });
+                    run += 1;
+                    let before = cpu_now().unwrap();
+                    let took = bench.run(side, run).await;
+                    let after = cpu_now().unwrap();
+                    if let Some(r) = relay {
+                        r.stop().await;
+                    }
+                    let per = |i: usize| (after[i] - before[i]) as f64 * tick_ms / cpu_orders as f64;
+                    println!(
+                        "cpu per order, {what}: {:.0} jobs/s; ms: bench {:.3}, postgres {:.3}, \
+                         redis {:.3}, total {:.3}",
+                        cpu_orders as f64 / took.as_secs_f64(),
+                        per(0),
+                        per(1),
+                        per(2),
+                        per(0) + per(1) + per(2),
+                    );
+                }
+            }
         }
 
         empty_outbox(&pool, Some(job)).await;
