@@ -8,12 +8,12 @@
 //!    `RedisStream` to a consumer reading the stream with `XREAD BLOCK` on a connection of its
 //!    own. The latency is the receipt's instant minus the instant the block returned (after its
 //!    COMMIT); jobs are matched to their transaction by an id in the payload. p50, p99 and max.
-//! 3. Throughput: `SQLX_ATOMIC_OUTBOX_ORDERS` (default 2000) orders from
+//! 3. Throughput: `SQLX_ATOMIC_OUTBOX_ORDERS` (default 8000) orders from
 //!    `SQLX_ATOMIC_OUTBOX_TASKS` (default 8) concurrent tasks, each a transaction inserting a row
 //!    and producing one message with the same fields, timed from the first transaction to the
 //!    consumer's receipt of the last message: (a) a job through the outbox and a spawned relay to
 //!    a Redis stream, (b) an async `on_commit` hook sending the `XADD` itself. Rounds alternate
-//!    A B B A (`SQLX_ATOMIC_OUTBOX_ROUNDS`, default 3); each side's jobs per second and the median
+//!    A B B A (`SQLX_ATOMIC_OUTBOX_ROUNDS`, default 5); each side's jobs per second and the median
 //!    per-round ratio outbox / direct are printed. The outbox table is emptied of this run's jobs
 //!    before every run, so that each side starts from the same state.
 //! 4. Where the CPU goes (Linux, servers on this machine): `SQLX_ATOMIC_OUTBOX_CPU_ORDERS`
@@ -371,9 +371,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let n: u64 = common::env_number("SQLX_ATOMIC_OUTBOX_LATENCY_N", 500);
-    let orders: u64 = common::env_number("SQLX_ATOMIC_OUTBOX_ORDERS", 2000);
+    let orders: u64 = common::env_number("SQLX_ATOMIC_OUTBOX_ORDERS", 8000);
     let tasks: usize = common::env_number("SQLX_ATOMIC_OUTBOX_TASKS", 8);
-    let rounds: usize = common::env_number("SQLX_ATOMIC_OUTBOX_ROUNDS", 3);
+    let rounds: usize = common::env_number("SQLX_ATOMIC_OUTBOX_ROUNDS", 5);
     let pid = std::process::id();
     let job: &'static str = format!("bench_outbox_order_{pid}").leak();
     let stream: &'static str = format!("sqlx_atomic_bench_outbox_{pid}").leak();

@@ -37,9 +37,9 @@ impl Wake {
     /// Whether a relay of this process delivers the jobs named `name` (any job when `None`).
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     fn delivered_here(&self, name: Option<&str>) -> bool {
-        lock(&self.relays).iter().any(|(_, only)| {
-            only.is_empty() || name.is_some_and(|n| only.iter().any(|o| o == n))
-        })
+        lock(&self.relays)
+            .iter()
+            .any(|(_, only)| only.is_empty() || name.is_some_and(|n| only.iter().any(|o| o == n)))
     }
 }
 
@@ -170,6 +170,9 @@ impl Drop for Sending<'_> {
 mod tests {
     #[test]
     fn the_notification_is_on_the_outbox_channel() {
-        assert_eq!(super::NOTIFY, format!("NOTIFY {}", super::super::sql::CHANNEL));
+        assert_eq!(
+            super::NOTIFY,
+            format!("NOTIFY {}", super::super::sql::CHANNEL)
+        );
     }
 }
