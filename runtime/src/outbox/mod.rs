@@ -58,6 +58,18 @@
 //! assert_eq!(order, Some(7));
 //! # Ok(()) }
 //! ```
+//!
+//! **Waking relays.** A commit that wrote jobs wakes the relays spawned in its process at once.
+//! On PostgreSQL it also sends `NOTIFY sqlx_atomic_outbox` after the COMMIT, for relays in other
+//! processes (a web process that writes jobs, a worker that relays them), unless a relay of its
+//! own process delivers those jobs; a burst of commits shares one notification per round trip.
+//! Relays poll as well ([`Relay::poll_interval`]), so a lost notification only delays a job.
+//!
+//! **Keeping the table small.** Each delivered job leaves a dead row version behind, and delivered
+//! jobs are kept for [`Relay::keep_delivered`]. Claims read the pending jobs through an index of
+//! their own, but on PostgreSQL that index also holds dead versions until a VACUUM removes them:
+//! where autovacuum is off or slow for a busy outbox, vacuum the table on a schedule, or lower its
+//! threshold (`ALTER TABLE sqlx_atomic_outbox SET (autovacuum_vacuum_scale_factor = 0.01)`).
 
 #[cfg(any(
     feature = "outbox-redis",
