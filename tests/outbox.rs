@@ -389,10 +389,13 @@ outbox_suite!(sqlite, sqlx::Sqlite, Backend::Sqlite);
 outbox_suite!(postgres, sqlx::Postgres, Backend::Postgres);
 outbox_suite!(mysql, sqlx::MySql, Backend::MySql);
 
-/// PostgreSQL: a commit that wrote jobs is announced on the outbox channel after the COMMIT, so
-/// that a listener woken by it finds the jobs committed.
-#[test]
-fn rule_13_2_a_postgres_commit_with_jobs_notifies_listeners_after_it() {
+/// Runs `f` on PostgreSQL with the outbox table to itself, created and emptied, and the alias's
+/// pool.
+fn pg_run<F, Fut>(f: F)
+where
+    F: FnOnce(sqlx::PgPool) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     common::run(Backend::Postgres, |_fx: Fx| async move {
         let _table = TABLE.lock().await;
         outbox::create_table("pg").await.unwrap();
@@ -401,6 +404,15 @@ fn rule_13_2_a_postgres_commit_with_jobs_notifies_listeners_after_it() {
             .execute(&pool)
             .await
             .unwrap();
+        f(pool).await;
+    });
+}
+
+/// PostgreSQL: a commit that wrote jobs is announced on the outbox channel after the COMMIT, so
+/// that a listener woken by it finds the jobs committed.
+#[test]
+fn rule_13_2_a_postgres_commit_with_jobs_notifies_listeners_after_it() {
+    pg_run(|pool| async move {
         let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
             .await
             .unwrap();
@@ -439,14 +451,7 @@ fn rule_13_2_a_postgres_commit_with_jobs_notifies_listeners_after_it() {
 /// connection of its own), so that only the notification can wake the relay before its poll.
 #[test]
 fn rule_13_2_a_postgres_relay_wakes_on_another_process_commit() {
-    common::run(Backend::Postgres, |_fx: Fx| async move {
-        let _table = TABLE.lock().await;
-        outbox::create_table("pg").await.unwrap();
-        let pool = sqlx_atomic::pool::<sqlx::Postgres>("pg").unwrap();
-        sqlx::raw_sql("DELETE FROM sqlx_atomic_outbox")
-            .execute(&pool)
-            .await
-            .unwrap();
+    pg_run(|pool| async move {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let before = outbox::stats();
         let relay = Relay::new(
