@@ -24,8 +24,7 @@ pub(crate) const ROWS_PER_INSERT: usize = 5_000;
 /// the pending jobs in id order (on MySQL, where an index has no condition, all jobs by state
 /// then id): delivered jobs kept for `keep_delivered` are never scanned. `delivery_id` has no
 /// UNIQUE index: it is unique by construction (a random prefix per process and a counter), and
-/// the index would cost every job's INSERT, and every delivery's UPDATE, an entry (about 5 % of
-/// the outbox's throughput on PostgreSQL, `benches/outbox.rs`).
+/// the index would cost every job's INSERT, and every delivery's UPDATE, an entry.
 pub(crate) fn create(kind: BackendKind) -> &'static [&'static str] {
     match kind {
         #[cfg(feature = "sqlite")]
