@@ -18,6 +18,37 @@ pub(crate) const ROW_PARAMS: usize = 6;
 /// lowest).
 pub(crate) const ROWS_PER_INSERT: usize = 5_000;
 
+/// The table and its partial indexes on SQLite and PostgreSQL, which differ in the id column
+/// only.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+macro_rules! text_table {
+    ($id:literal) => {
+        [
+            concat!(
+                "CREATE TABLE IF NOT EXISTS sqlx_atomic_outbox (
+    id ",
+                $id,
+                ",
+    delivery_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    job_key TEXT,
+    payload TEXT NOT NULL,
+    state SMALLINT NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    locked_until BIGINT NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created_at BIGINT NOT NULL,
+    delivered_at BIGINT
+)"
+            ),
+            "CREATE INDEX IF NOT EXISTS sqlx_atomic_outbox_pending ON sqlx_atomic_outbox (id) WHERE state = 0",
+            "CREATE INDEX IF NOT EXISTS sqlx_atomic_outbox_pending_key ON sqlx_atomic_outbox (job_key, id) \
+             WHERE state = 0 AND job_key IS NOT NULL",
+        ]
+    };
+}
+
 /// The statements that create the outbox table and its indexes, in order.
 ///
 /// A claim reads the pending jobs in id order and stops at its batch size, so its index holds
@@ -28,45 +59,9 @@ pub(crate) const ROWS_PER_INSERT: usize = 5_000;
 pub(crate) fn create(kind: BackendKind) -> &'static [&'static str] {
     match kind {
         #[cfg(feature = "sqlite")]
-        BackendKind::Sqlite => &[
-            "CREATE TABLE IF NOT EXISTS sqlx_atomic_outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    delivery_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    job_key TEXT,
-    payload TEXT NOT NULL,
-    state SMALLINT NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at BIGINT NOT NULL,
-    locked_until BIGINT NOT NULL DEFAULT 0,
-    last_error TEXT,
-    created_at BIGINT NOT NULL,
-    delivered_at BIGINT
-)",
-            "CREATE INDEX IF NOT EXISTS sqlx_atomic_outbox_pending ON sqlx_atomic_outbox (id) WHERE state = 0",
-            "CREATE INDEX IF NOT EXISTS sqlx_atomic_outbox_pending_key ON sqlx_atomic_outbox (job_key, id) \
-             WHERE state = 0 AND job_key IS NOT NULL",
-        ],
+        BackendKind::Sqlite => &text_table!("INTEGER PRIMARY KEY AUTOINCREMENT"),
         #[cfg(feature = "postgres")]
-        BackendKind::Postgres => &[
-            "CREATE TABLE IF NOT EXISTS sqlx_atomic_outbox (
-    id BIGSERIAL PRIMARY KEY,
-    delivery_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    job_key TEXT,
-    payload TEXT NOT NULL,
-    state SMALLINT NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at BIGINT NOT NULL,
-    locked_until BIGINT NOT NULL DEFAULT 0,
-    last_error TEXT,
-    created_at BIGINT NOT NULL,
-    delivered_at BIGINT
-)",
-            "CREATE INDEX IF NOT EXISTS sqlx_atomic_outbox_pending ON sqlx_atomic_outbox (id) WHERE state = 0",
-            "CREATE INDEX IF NOT EXISTS sqlx_atomic_outbox_pending_key ON sqlx_atomic_outbox (job_key, id) \
-             WHERE state = 0 AND job_key IS NOT NULL",
-        ],
+        BackendKind::Postgres => &text_table!("BIGSERIAL PRIMARY KEY"),
         #[cfg(feature = "mysql")]
         BackendKind::MySql => &["CREATE TABLE IF NOT EXISTS sqlx_atomic_outbox (
     id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
