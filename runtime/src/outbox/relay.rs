@@ -34,11 +34,12 @@ macro_rules! locked {
         for name in &relay.only {
             claim = claim.bind(name.as_str());
         }
-        let rows = claim
-            .fetch_all(&mut *tx)
-            .await
+        let rows = claim.fetch_all(&mut *tx).await.map_err(err)?;
+        let jobs: Vec<Job> = rows
+            .iter()
+            .map(job_of)
+            .collect::<Result<_, _>>()
             .map_err(err)?;
-        let jobs: Vec<Job> = rows.iter().map(job_of).collect::<Result<_, _>>().map_err(err)?;
         if jobs.is_empty() {
             tx.rollback().await.map_err(err)?;
             return Ok(0);
@@ -54,25 +55,16 @@ macro_rules! locked {
         for (job, result) in &outcomes {
             if let Err(e) = result {
                 let (state, attempts, next) = relay.failed(job);
-                let k = entry.kind;
-                sqlx::query(AssertSqlSafe(format!(
-                    "UPDATE sqlx_atomic_outbox SET state = {}, attempts = {}, next_attempt_at = {}, \
-                     last_error = {} WHERE id = {}",
-                    sql::param(k, 1),
-                    sql::param(k, 2),
-                    sql::param(k, 3),
-                    sql::param(k, 4),
-                    sql::param(k, 5)
-                )))
-                .persistent($persistent)
-                .bind(state)
-                .bind(attempts)
-                .bind(next)
-                .bind(e.as_str())
-                .bind(job.id)
-                .execute(&mut *tx)
-                .await
-                .map_err(err)?;
+                sqlx::query(AssertSqlSafe(failed_sql(|n| sql::param(entry.kind, n))))
+                    .persistent($persistent)
+                    .bind(state)
+                    .bind(attempts)
+                    .bind(next)
+                    .bind(e.as_str())
+                    .bind(job.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
             }
         }
         tx.commit().await.map_err(err)?;
@@ -88,6 +80,20 @@ macro_rules! locked {
 const CLAIM_BEGIN_PG: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
 #[cfg(feature = "mysql")]
 const CLAIM_BEGIN_MYSQL: &str = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; START TRANSACTION";
+
+/// The UPDATE that records a failed delivery, its parameters (the state, attempts, next attempt,
+/// error and id) written by `placeholder`; it also ends a lease (SQLite's claim).
+fn failed_sql(placeholder: impl Fn(usize) -> String) -> String {
+    format!(
+        "UPDATE sqlx_atomic_outbox SET state = {}, attempts = {}, next_attempt_at = {}, \
+         last_error = {}, locked_until = 0 WHERE id = {}",
+        placeholder(1),
+        placeholder(2),
+        placeholder(3),
+        placeholder(4),
+        placeholder(5)
+    )
+}
 
 /// The one UPDATE that marks every delivered job of a batch, if any was.
 fn delivered_sql(outcomes: &[(Job, Result<(), String>)]) -> Option<String> {
@@ -430,18 +436,15 @@ impl Relay {
         for (job, result) in &outcomes {
             if let Err(e) = result {
                 let (state, attempts, next) = self.failed(job);
-                sqlx::query(
-                    "UPDATE sqlx_atomic_outbox SET state = ?1, attempts = ?2, \
-                     next_attempt_at = ?3, last_error = ?4, locked_until = 0 WHERE id = ?5",
-                )
-                .bind(state)
-                .bind(attempts)
-                .bind(next)
-                .bind(e.as_str())
-                .bind(job.id)
-                .execute(&mut *tx)
-                .await
-                .map_err(err)?;
+                sqlx::query(AssertSqlSafe(failed_sql(|n| format!("?{n}"))))
+                    .bind(state)
+                    .bind(attempts)
+                    .bind(next)
+                    .bind(e.as_str())
+                    .bind(job.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
             }
         }
         tx.commit()
