@@ -446,6 +446,50 @@ fn rule_13_2_a_postgres_commit_with_jobs_notifies_listeners_after_it() {
     });
 }
 
+/// PostgreSQL: jobs that a relay spawned in this process delivers are not announced to other
+/// processes; jobs it does not deliver are.
+#[test]
+fn rule_13_2_a_postgres_commit_announces_only_jobs_no_local_relay_delivers() {
+    pg_run(|_pool| async move {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let relay = Relay::new(
+            "pg",
+            Handlers::new().on("here", move |job: Job| {
+                let tx = tx.clone();
+                async move { tx.send(job).map_err(|_| std::io::Error::other("closed")) }
+            }),
+        )
+        .only(["here"])
+        .poll_interval(Duration::from_secs(3600))
+        .spawn();
+        let commit = |name: &'static str| {
+            Atomic::new()
+                .using("pg")
+                .run(outbox::enqueue(name, &1).using("pg").into_future())
+        };
+        let before = outbox::stats().announced;
+        commit("here").await.unwrap();
+        let job = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("the local relay delivers it")
+            .unwrap();
+        assert_eq!(job.name, "here");
+        // Decided when the commit's hooks ran, before `run` returned.
+        assert_eq!(
+            outbox::stats().announced,
+            before,
+            "delivered here: no NOTIFY"
+        );
+        commit("elsewhere").await.unwrap();
+        assert_eq!(
+            outbox::stats().announced,
+            before + 1,
+            "no relay here delivers it"
+        );
+        relay.stop().await;
+    });
+}
+
 /// PostgreSQL: a relay also wakes on another process's commit, through `LISTEN`. The job is
 /// written here as another process would write it (a plain INSERT with its NOTIFY, on a
 /// connection of its own), so that only the notification can wake the relay before its poll.

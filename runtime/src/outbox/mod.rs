@@ -334,20 +334,25 @@ pub struct Stats {
     pub retried: u64,
     /// Jobs moved to the dead-letter state.
     pub dead: u64,
+    /// Committed jobs announced to other processes' relays (PostgreSQL, when no relay spawned in
+    /// this process delivers them): each asks for a `NOTIFY`, one per burst of commits.
+    pub announced: u64,
 }
 
 pub(crate) static WRITTEN: AtomicU64 = AtomicU64::new(0);
 pub(crate) static DELIVERED: AtomicU64 = AtomicU64::new(0);
 pub(crate) static RETRIED: AtomicU64 = AtomicU64::new(0);
 pub(crate) static DEAD: AtomicU64 = AtomicU64::new(0);
+pub(crate) static ANNOUNCED: AtomicU64 = AtomicU64::new(0);
 
-/// This process's counts of written, delivered, retried and dead jobs.
+/// This process's counts of written, delivered, retried, dead and announced jobs.
 pub fn stats() -> Stats {
     Stats {
         written: WRITTEN.load(Ordering::Relaxed),
         delivered: DELIVERED.load(Ordering::Relaxed),
         retried: RETRIED.load(Ordering::Relaxed),
         dead: DEAD.load(Ordering::Relaxed),
+        announced: ANNOUNCED.load(Ordering::Relaxed),
     }
 }
 

@@ -111,6 +111,7 @@ fn announce(w: Arc<Wake>) {
     let crate::backend::AnyPool::Postgres(pool) = &entry.db.pool else {
         return;
     };
+    super::ANNOUNCED.fetch_add(1, Ordering::Relaxed);
     w.again.store(true, Ordering::SeqCst);
     if w.sending.swap(true, Ordering::SeqCst) {
         // The task in flight sends once more after its current `NOTIFY`.
