@@ -642,6 +642,18 @@ mod nats {
         broker("NATS", ENV, async_nats::connect(nats_url())).await
     }
 
+    /// An adapter publishing under `prefix`, and a new stream (its name returned) that captures
+    /// the adapter's subjects.
+    async fn captured(client: &async_nats::Client, prefix: &str) -> (JetStream, String) {
+        let name = unique("STREAM");
+        let adapter = JetStream::from_client(client.clone(), prefix);
+        adapter
+            .ensure_stream(&name, [format!("{prefix}.>")])
+            .await
+            .unwrap();
+        (adapter, name)
+    }
+
     /// The messages of `stream`, read (and acknowledged) by a durable pull consumer.
     async fn consume(stream: &jetstream::stream::Stream) -> Vec<jetstream::Message> {
         let consumer = stream
@@ -671,12 +683,7 @@ mod nats {
             let Some(client) = client().await else { return };
             let js = jetstream::new(client.clone());
             let prefix = unique("jobs");
-            let name = unique("STREAM");
-            let adapter = JetStream::from_client(client, &prefix);
-            adapter
-                .ensure_stream(&name, [format!("{prefix}.>")])
-                .await
-                .unwrap();
+            let (adapter, name) = captured(&client, &prefix).await;
             let sent = enqueue_two_and_roll_one_back().await;
             relay_delivers_both(adapter).await;
 
@@ -708,12 +715,7 @@ mod nats {
             let Some(client) = client().await else { return };
             let js = jetstream::new(client.clone());
             let prefix = unique("jobs");
-            let name = unique("STREAM");
-            let adapter = JetStream::from_client(client, &prefix);
-            adapter
-                .ensure_stream(&name, [format!("{prefix}.>")])
-                .await
-                .unwrap();
+            let (adapter, name) = captured(&client, &prefix).await;
             outbox::enqueue("twice", &serde_json::json!({ "n": 1 }))
                 .using(ALIAS)
                 .await
@@ -735,7 +737,6 @@ mod nats {
         run(|_fx| async move {
             let Some(client) = client().await else { return };
             let prefix = unique("jobs");
-            let name = unique("STREAM");
             let adapter = JetStream::new(nats_url(), &prefix)
                 .unwrap()
                 .timeout(Duration::from_secs(5));
@@ -747,10 +748,7 @@ mod nats {
             assert_eq!(relay.run_once().await.unwrap(), 1);
             let row = &outbox_rows().await[0];
             assert_eq!((row.state, row.attempts), (0, 1), "{row:?}");
-            JetStream::from_client(client.clone(), &prefix)
-                .ensure_stream(&name, [format!("{prefix}.>")])
-                .await
-                .unwrap();
+            let (_, name) = captured(&client, &prefix).await;
             assert_eq!(relay.run_once().await.unwrap(), 1);
             assert_eq!(outbox_rows().await[0].state, 1);
             let js = jetstream::new(client);
@@ -767,14 +765,9 @@ mod nats {
             let closed = format!("nats://user:{PASSWORD}@{CLOSED}");
             no_password(JetStream::connect(closed.as_str(), "x").await);
             let prefix = unique("jobs");
-            let name = unique("STREAM");
             let id =
                 unreachable_keeps_the_job_pending(JetStream::new(closed, &prefix).unwrap()).await;
-            let adapter = JetStream::from_client(client.clone(), &prefix);
-            adapter
-                .ensure_stream(&name, [format!("{prefix}.>")])
-                .await
-                .unwrap();
+            let (adapter, name) = captured(&client, &prefix).await;
             assert_eq!(
                 Relay::new(ALIAS, adapter).run_once().await.unwrap(),
                 1,
